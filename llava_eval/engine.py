@@ -61,18 +61,24 @@ class LlavaEngine:
         return Prepared(index, ids, pixels, request.settings.max_new_tokens)
 
     def generate(self, requests: list[Request]) -> list[str]:
+        # Reference: model_vqa_loader.py decodes with special tokens skipped and strips the text.
+        decode = self.bundle.tokenizer.decode
+        return [decode(tokens, skip_special_tokens=True).strip() for tokens in self.generate_tokens(requests)]
+
+    def generate_tokens(self, requests: list[Request]) -> list[list[int]]:
+        """New token ids per request (EOS and everything after it removed), in request order."""
         prepared = [self.prepare(i, r) for i, r in enumerate(requests)]
         # Longest first, so padding stays small and the first batch shows the memory peak.
         order = sorted(prepared, key=lambda p: (-len(p.ids), p.index))
-        out: list[str | None] = [None] * len(requests)
+        out: list[list[int]] = [[] for _ in requests]
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
-            for p, text in zip(batch, self._generate_batch(batch)):
-                out[p.index] = text
-        return out  # type: ignore[return-value]
+            for p, tokens in zip(batch, self._generate_batch(batch)):
+                out[p.index] = tokens
+        return out
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: list[Prepared]) -> list[str]:
+    def _generate_batch(self, batch: list[Prepared]) -> list[list[int]]:
         from transformers import GenerationConfig
 
         model = self.bundle.model
@@ -90,10 +96,11 @@ class LlavaEngine:
         config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new, eos_token_id=self.eos_id,
                                   pad_token_id=self.pad_id, bos_token_id=self.bundle.tokenizer.bos_token_id)
         new_tokens = model.generate(inputs_embeds=embeds, attention_mask=mask.to(device), generation_config=config)
-        texts = []
+        rows = []
         for row, p in enumerate(batch):
+            # Greedy decoding is causal, so cutting a row at its own cap equals generating with that cap.
             tokens = new_tokens[row, :p.max_new_tokens].tolist()
             if self.eos_id in tokens:
                 tokens = tokens[:tokens.index(self.eos_id)]
-            texts.append(self.bundle.tokenizer.decode(tokens, skip_special_tokens=True).strip())
-        return texts
+            rows.append(tokens)
+        return rows

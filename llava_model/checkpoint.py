@@ -140,7 +140,7 @@ def _bundle_meta(path: Path, config: dict) -> tuple[str, str]:
 
 
 def _load_hf(path: Path, config: dict, torch_dtype: torch.dtype) -> LlavaBundle:
-    from transformers import AutoImageProcessor, AutoTokenizer, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import AutoImageProcessor, LlavaConfig, LlavaForConditionalGeneration
 
     if config.get("model_type") != "llava":
         raise CheckpointError(f"{path}/config.json has model_type {config.get('model_type')!r}; expected 'llava' "
@@ -161,7 +161,7 @@ def _load_hf(path: Path, config: dict, torch_dtype: torch.dtype) -> LlavaBundle:
             model, info = LlavaForConditionalGeneration.from_pretrained(
                 str(path), dtype=torch_dtype, output_loading_info=True, local_files_only=True)
             _check_loading_info(info, str(path))
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load checkpoint {path}: {_first_line(exc)}") from None
     try:
@@ -170,6 +170,19 @@ def _load_hf(path: Path, config: dict, torch_dtype: torch.dtype) -> LlavaBundle:
         image_processor = clip_image_processor(model.config.vision_config.image_size)
     template, image_mode = _bundle_meta(path, config)
     return LlavaBundle(model, tokenizer, image_processor, get_template(template), image_mode, str(path))
+
+
+def load_tokenizer(path: Path):
+    """The checkpoint's tokenizer. A Llama tokenizer is loaded as `LlamaTokenizer` by name: next to a
+    `model_type: llava` config, AutoTokenizer picks a generic backend that converts `tokenizer.model`
+    without SentencePiece's dummy-prefix space, which changes the ids after `<image>`."""
+    from transformers import AutoTokenizer, LlamaTokenizer
+
+    config_file = path / "tokenizer_config.json"
+    tok_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if tok_config.get("tokenizer_class") in ("LlamaTokenizer", "LlamaTokenizerFast"):
+        return LlamaTokenizer.from_pretrained(str(path), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
 def _first_line(exc: Exception) -> str:
@@ -241,9 +254,10 @@ def read_weights(path: Path) -> dict:
 
 
 # Reference: transformers convert_llava_weights_to_hf.py KEYS_TO_MODIFY_MAPPING, in the key layout of
-# transformers 5 (`model.language_model`, `model.vision_tower`, `model.multi_modal_projector`, `lm_head`).
+# transformers 5 (`model.language_model`, `model.vision_tower` = a CLIPVisionModel without the
+# `vision_model.` level, `model.multi_modal_projector`, `lm_head`).
 _ORIGINAL_KEY_RULES = (
-    (r"^model\.vision_tower\.vision_tower\.", "model.vision_tower."),
+    (r"^model\.vision_tower\.vision_tower\.vision_model\.", "model.vision_tower."),
     (r"^model\.mm_projector\.0\.", "model.multi_modal_projector.linear_1."),
     (r"^model\.mm_projector\.2\.", "model.multi_modal_projector.linear_2."),
     (r"^model\.mm_projector\.(weight|bias)$", r"model.multi_modal_projector.linear_1.\1"),
@@ -298,7 +312,7 @@ def _original_llava_config(config: dict, vision_config):
 
 
 def _load_original(path: Path, config: dict, vision_tower: str | None, torch_dtype: torch.dtype) -> LlavaBundle:
-    from transformers import AutoTokenizer, CLIPVisionConfig, LlavaForConditionalGeneration
+    from transformers import CLIPVisionConfig, LlavaForConditionalGeneration
 
     from .model import apply_projector_type
 
@@ -322,7 +336,7 @@ def _load_original(path: Path, config: dict, vision_tower: str | None, torch_dty
     _load_state_dict_strict(model, state, str(path))
     model.to(torch_dtype)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = load_tokenizer(path)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the tokenizer of {path}: {_first_line(exc)}") from None
     template, image_mode = "vicuna_v1", cfg.image_aspect_ratio
@@ -341,11 +355,14 @@ def _vision_tower_weights(tower_dir: Path, tower_src: str) -> dict:
             raise CheckpointError(f"cannot fetch vision tower {tower_src!r}: {_first_line(exc)}; "
                                   "pass --vision-tower DIR with a local CLIP checkpoint") from None
     out = {}
+    # Full CLIP checkpoints (openai/clip-vit-*) prefix the tower with `vision_model.`; a CLIPVisionModel
+    # saved by transformers 5 does not. Text tower and projections are not part of LLaVA.
     for key, value in read_weights(tower_dir).items():
-        if key.startswith("vision_model."):
+        key = key.removeprefix("vision_model.")
+        if key.split(".", 1)[0] in ("embeddings", "pre_layrnorm", "encoder", "post_layernorm"):
             out["model.vision_tower." + key] = value
     if not out:
-        raise CheckpointError(f"no vision_model.* weights in the vision tower checkpoint {tower_dir}")
+        raise CheckpointError(f"no CLIP vision weights in the vision tower checkpoint {tower_dir}")
     return out
 
 
