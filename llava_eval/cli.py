@@ -73,7 +73,7 @@ def main():
 @user_errors
 def generate(model, device, dtype, template, image_mode, vision_tower, images, prompt, max_new_tokens, show_prompt):
     """Answer one question about an image, greedily, with the checkpoint's own template."""
-    from llava_model.conversation import IMAGE_PLACEHOLDER, Message, USER, move_image_to_front
+    from llava_model.conversation import IMAGE_PLACEHOLDER, USER, Message, move_image_to_front
     from llava_model.preprocess import load_image
 
     from .engine import LlavaEngine

@@ -73,7 +73,7 @@ class LlavaEngine:
         out: list[list[int]] = [[] for _ in requests]
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
-            for p, tokens in zip(batch, self._generate_batch(batch)):
+            for p, tokens in zip(batch, self._generate_batch(batch), strict=True):
                 out[p.index] = tokens
         return out
 

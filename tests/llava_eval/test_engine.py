@@ -50,7 +50,7 @@ def test_outputs_respect_each_token_cap(tiny_bundle, mixed_requests):
     engine = LlavaEngine(tiny_bundle, batch_size=8)
     capped = engine.generate_tokens(mixed_requests)
     long = engine.generate_tokens([replace(r, settings=GenerationSettings(max_new_tokens=40)) for r in mixed_requests])
-    for req, short, full in zip(mixed_requests, capped, long):
+    for req, short, full in zip(mixed_requests, capped, long, strict=True):
         assert len(short) <= req.settings.max_new_tokens
         assert short == full[:len(short)]
         assert len(short) == min(req.settings.max_new_tokens, len(full))

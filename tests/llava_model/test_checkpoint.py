@@ -180,7 +180,8 @@ def test_partial_hf_checkpoint_fails_with_key_names(tiny_bundle, tmp_path):
 def test_missing_checkpoint_files(tmp_path):
     with pytest.raises(CheckpointError, match="config.json"):
         load_bundle(str(tmp_path), device="cpu")
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"]}))
+    config = {"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"]}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="safetensors"):
         load_bundle(str(tmp_path), device="cpu")
     with pytest.raises(CheckpointError, match="not a checkpoint directory"):

@@ -67,8 +67,9 @@ def test_paper_presets_have_paper_shapes():
     cfg = llava_config(get_preset("llava-v1.5-7b"))
     assert cfg.image_seq_length == 576 and cfg.vision_feature_layer == -2
     assert cfg.vision_feature_select_strategy == "default" and cfg.projector_hidden_act == "gelu"
-    assert (cfg.text_config.hidden_size, cfg.text_config.num_hidden_layers, cfg.text_config.vocab_size) == (4096, 32, 32000)
-    assert (cfg.vision_config.hidden_size, cfg.vision_config.num_hidden_layers, cfg.vision_config.image_size) == (1024, 24, 336)
+    text, vision = cfg.text_config, cfg.vision_config
+    assert (text.hidden_size, text.num_hidden_layers, text.vocab_size) == (4096, 32, 32000)
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.image_size) == (1024, 24, 336)
     assert llava_config(get_preset("llava-v1.5-13b")).text_config.hidden_size == 5120
     assert image_seq_length(PRESETS["llava-v1.5-7b-224"].vision) == 256
 
