@@ -91,3 +91,23 @@ def llava_config(preset: Preset, vocab_size: int | None = None, image_token_id: 
     cfg.llava_template = preset.template
     cfg.image_aspect_ratio = preset.image_mode
     return cfg
+
+
+def llava_v15_7b():
+    """LlavaConfig of LLaVA-1.5-7B."""
+    return llava_config(PRESETS["llava-v1.5-7b"])
+
+
+def llava_v15_13b():
+    """LlavaConfig of LLaVA-1.5-13B."""
+    return llava_config(PRESETS["llava-v1.5-13b"])
+
+
+def llava_v15_7b_linear():
+    """LlavaConfig of the paper's linear-projector ablation (7B)."""
+    return llava_config(PRESETS["llava-v1.5-7b-linear"])
+
+
+def llava_v15_7b_224():
+    """LlavaConfig of the paper's 224 px ablation (7B, 256 image tokens)."""
+    return llava_config(PRESETS["llava-v1.5-7b-224"])

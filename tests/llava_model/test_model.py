@@ -64,7 +64,9 @@ def test_placeholders_without_image_fail(tiny_bundle):
 
 
 def test_paper_presets_have_paper_shapes():
-    cfg = llava_config(get_preset("llava-v1.5-7b"))
+    from llava_model.presets import llava_v15_7b
+
+    cfg = llava_v15_7b()
     assert cfg.image_seq_length == 576 and cfg.vision_feature_layer == -2
     assert cfg.vision_feature_select_strategy == "default" and cfg.projector_hidden_act == "gelu"
     text, vision = cfg.text_config, cfg.vision_config
