@@ -18,10 +18,11 @@ def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from llava_model.errors import UserError
+        from tasks.base import TaskError
 
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
+        except (UserError, TaskError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -108,6 +109,128 @@ def convert(src, dst, vision_tower, dtype):
     bundle = load_bundle(src, device="cpu", dtype=dtype, vision_tower=vision_tower)
     save_bundle(bundle, dst)
     click.echo(f"wrote {dst} (template {bundle.template.name}, image mode {bundle.image_mode})")
+
+
+@main.command()
+@click.option("--show", "show", default=None, metavar="TASK", help="Print one task's contract.")
+@user_errors
+def tasks(show):
+    """List tasks and suites, or show one task's source, split, doc-id rule, prompt, metrics, version."""
+    from tasks.registry import SUITES, get_task, load_all
+
+    if show:
+        task = get_task(show)
+        hub = str(task.hub) if task.hub else "-"
+        lines = [
+            f"task:        {task.name} (version {task.version}) - {task.title}",
+            f"reference:   {task.reference}",
+            f"source:      {hub}",
+            f"split:       {task.split}",
+            f"rows:        {_row_count(task)}",
+            f"doc id:      {task.doc_id_rule}",
+            f"columns:     {', '.join(f'{k}:{v}' for k, v in task.schema.items())}",
+            f"max tokens:  {task.max_new_tokens}",
+            f"image mode:  {task.image_mode or 'checkpoint default (pad for LLaVA-1.5)'}",
+            f"metrics:     {', '.join(task.metrics)} (primary: {task.primary_metric})",
+            f"scored:      {'locally' if task.scored_locally else 'by the evaluation server or GPT judge'}",
+            "prompt example (user turn, before the vicuna_v1 template):",
+        ]
+        click.echo("\n".join(lines))
+        click.echo("  " + repr(task.request(task.synthetic_docs(1)[0], 0, ("image",)).messages[0].text))
+        return
+    for name, cls in sorted(load_all().items()):
+        click.echo(f"{name:18} v{cls.version}  {cls.title}")
+    click.echo("")
+    for suite, names in SUITES.items():
+        click.echo(f"suite {suite}: {', '.join(names)}")
+
+
+def _row_count(task) -> str:
+    return getattr(task, "row_count", "") or "see split"
+
+
+@main.command()
+@model_options
+@click.option("--tasks", "task_list", default=None, help="Comma-separated task names.")
+@click.option("--suite", default=None, help="Suite name (llava-1.5, llava-1.5-local).")
+@click.option("--data", default="synthetic", show_default=True,
+              help="synthetic | hub | hub:OWNER/NAME[:CONFIG][@REV] | FILE.jsonl/.parquet | DIR | llava:DIR")
+@click.option("--data-root", default=None, type=click.Path(), help="Root for image paths in local rows.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Rows per task (synthetic: rows drawn).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "out_dir", default=None, type=click.Path(), help="Run directory (default runs/<time>).")
+@user_errors
+def run(model, device, dtype, template, image_mode, vision_tower, task_list, suite, data, data_root, limit,
+        batch_size, out_dir):
+    """Generate answers for tasks and score them into a run directory."""
+    import time
+    from pathlib import Path
+
+    from tasks.registry import resolve
+
+    from .engine import LlavaEngine
+    from .runner import run as run_tasks
+
+    names = resolve(task_list, suite)
+    out = Path(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    bundle = load_from_options(model, device, dtype, template, image_mode, vision_tower)
+    click.echo(f"model {bundle.source}; {len(names)} tasks; data {data}; run directory {out}")
+    run_tasks(LlavaEngine(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
+              data_root=data_root, limit=limit, batch_size=batch_size, echo=click.echo)
+    click.echo(f"results: {out / 'results.json'}")
+
+
+@main.command()
+@click.option("--task", "task_name", required=True)
+@click.option("--data", required=True, type=click.Path(), help="Rows in the task's schema (.jsonl/.parquet).")
+@click.option("--predictions", required=True, type=click.Path(),
+              help="JSONL answer file: question_id and text per line (original LLaVA format).")
+@user_errors
+def score(task_name, data, predictions):
+    """Score an existing answer file without a model; prints the metrics as one JSON object."""
+    import json
+    from pathlib import Path
+
+    from tasks.registry import get_task
+
+    from .data import load_docs
+    from .scoring import read_answer_file
+
+    task = get_task(task_name)
+    docs = load_docs(task, data)
+    answers = read_answer_file(Path(predictions), task, docs)
+    metrics, _ = task.score(list(docs), answers)
+    click.echo(json.dumps(metrics, ensure_ascii=False, default=str))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--task", "task_name", required=True)
+@click.option("--out", "out_file", required=True, type=click.Path())
+@click.option("--data", default=None, help="Data source of the run (default: the one recorded in the run).")
+@user_errors
+def submit(run_dir, task_name, out_file, data):
+    """Write the evaluation-server file of a task from a run directory."""
+    import json
+    from pathlib import Path
+
+    from tasks.base import TaskError
+    from tasks.registry import get_task
+
+    from .data import load_docs
+    from .runner import read_predictions
+
+    run_path = Path(run_dir)
+    task = get_task(task_name)
+    pred_file = run_path / task_name / "predictions.jsonl"
+    if not pred_file.is_file():
+        raise TaskError(f"no predictions for {task_name} in {run_path}")
+    config = json.loads((run_path / "config.json").read_text())
+    docs = load_docs(task, data or config.get("data", "synthetic"), limit=config.get("limit"))
+    texts, _ = read_predictions(pred_file)
+    suffix, content = task.submission(list(docs), texts)
+    Path(out_file).write_bytes(content)
+    click.echo(f"wrote {out_file} ({suffix}, {len(texts)} answers)")
 
 
 @main.command()

@@ -1,0 +1,46 @@
+"""Reading answer files for `llava-eval score`: the original LLaVA answer-file format (one JSON object
+per line with `question_id` and `text`), checked against the task's doc ids.
+
+Reference: haotian-liu/LLaVA `llava/eval/model_vqa_loader.py` (answer lines `question_id, prompt, text,
+answer_id, model_id, metadata`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.base import Task, TaskError
+
+
+def read_answer_file(path: Path, task: Task, docs) -> dict:
+    """doc id -> raw text. Malformed lines, duplicate ids and ids that are not in the data are errors
+    naming the line or id; docs without an answer are left out (the task counts them as missing)."""
+    if not path.is_file():
+        raise TaskError(f"predictions file not found: {path}")
+    by_key = {str(task.doc_id(doc, i)): task.doc_id(doc, i) for i, doc in enumerate(docs)}
+    answers: dict = {}
+    unknown = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TaskError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or "question_id" not in row or "text" not in row:
+            raise TaskError(f"{path}:{number}: each line needs 'question_id' and 'text'")
+        if not isinstance(row["text"], str):
+            raise TaskError(f"{path}:{number}: 'text' must be a string")
+        key = str(row["question_id"])
+        if key not in by_key:
+            unknown.append(key)
+            continue
+        doc_id = by_key[key]
+        if doc_id in answers:
+            raise TaskError(f"{path}:{number}: duplicate prediction for question_id {row['question_id']!r}")
+        answers[doc_id] = row["text"]
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise TaskError(f"{path}: {len(unknown)} question_id(s) not in the data for {task.name}: {shown}")
+    return answers

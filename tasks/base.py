@@ -1,0 +1,139 @@
+"""What every benchmark module provides: its data contract (hub source, row schema, doc-id rule), the
+request for a row (prompt bytes, images, token cap, preprocessing), answer parsing, per-item scores,
+aggregation, synthetic rows and, where a server scores the split, a submission file.
+
+Tasks build requests and score text; they never import torch or the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from llava_eval.request import USER, GenerationSettings, Message, Request
+
+IMAGE = "<image>"
+
+
+class TaskError(ValueError):
+    """Bad task input (schema, predictions, names); the message names the offending column, id or file."""
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A Hugging Face dataset: id, revision, config and split. `moved_to` is the id the dataset moved to
+    (lmms-lab -> lmms-lab-encoder on 2026-07-30); the loader tries it when the first id is gone."""
+
+    path: str
+    split: str
+    config: str | None = None
+    revision: str = "main"
+    moved_to: str | None = None
+
+    def __str__(self) -> str:
+        cfg = f"/{self.config}" if self.config else ""
+        return f"{self.path}{cfg}@{self.revision}:{self.split}"
+
+
+@dataclass
+class Item:
+    """One scored row: its id, the raw prediction (None when missing), the parsed answer and its score."""
+
+    doc_id: Any
+    prediction: str | None
+    parsed: Any
+    score: float | None
+    extra: dict = field(default_factory=dict)
+
+
+class Task:
+    """Base of the benchmark modules. Class attributes declare the contract; methods implement it."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    title: ClassVar[str] = ""
+    reference: ClassVar[str] = ""  # the original LLaVA files whose behaviour this task reproduces
+    hub: ClassVar[HubSource | None] = None
+    split: ClassVar[str] = ""  # the paper's split, in words
+    doc_id_column: ClassVar[str | None] = None  # None: the row index is the doc id
+    doc_id_rule: ClassVar[str] = ""
+    # column -> type: str, int, float, bool, id (str or int), image, images, list[str], any; "?" suffix = optional
+    schema: ClassVar[dict[str, str]] = {}
+    max_new_tokens: ClassVar[int] = 128
+    image_mode: ClassVar[str | None] = None  # None: the checkpoint's own mode
+    metrics: ClassVar[tuple[str, ...]] = ()
+    primary_metric: ClassVar[str] = ""
+    scored_locally: ClassVar[bool] = True  # False: a server (or a judge) scores this split
+    needs_judge: ClassVar[bool] = False
+
+    # ---- rows -> requests -------------------------------------------------------------------------
+    def doc_id(self, doc: dict, index: int):
+        return index if self.doc_id_column is None else doc[self.doc_id_column]
+
+    def prompt(self, doc: dict) -> str:
+        """The user text after `<image>\\n`: question block plus the benchmark's format instruction."""
+        raise NotImplementedError
+
+    def image_values(self, doc: dict) -> list:
+        """Raw image values of the row (bytes, path, PIL, {'bytes','path'}); [] for a text-only row."""
+        value = doc.get("image")
+        return [] if value is None else [value]
+
+    def request(self, doc: dict, index: int, images: tuple = ()) -> Request:
+        """The request for a row; `images` are the row's images after resolution by the harness."""
+        text = self.prompt(doc)
+        if images:
+            text = IMAGE + "\n" + text
+        return Request(self.doc_id(doc, index), (Message(USER, text),), tuple(images),
+                       GenerationSettings(max_new_tokens=self.max_new_tokens), self.image_mode)
+
+    # ---- predictions -> metrics -------------------------------------------------------------------
+    def parse(self, text: str, doc: dict) -> Any:
+        return text
+
+    def score_item(self, parsed: Any, doc: dict) -> float | None:
+        raise NotImplementedError
+
+    def aggregate(self, docs: list[dict], items: list[Item]) -> dict:
+        """Metrics from the scored items (in doc order). Default: mean item score x 100 as `accuracy`."""
+        scores = [it.score for it in items if it.score is not None]
+        return {"accuracy": 100.0 * sum(scores) / len(scores) if scores else math.nan}
+
+    def score(self, docs: list[dict], predictions: dict) -> tuple[dict, list[Item]]:
+        """Score raw predictions keyed by doc id. A missing prediction is scored like an empty answer
+        (as the original scripts do when a line is absent) and counted in `n_missing`."""
+        items = []
+        for index, doc in enumerate(docs):
+            doc_id = self.doc_id(doc, index)
+            text = predictions.get(doc_id)
+            parsed = self.parse("" if text is None else text, doc)
+            items.append(Item(doc_id, text, parsed, self.score_item(parsed, doc)))
+        metrics = self.aggregate(docs, items)
+        metrics.update(n_docs=len(docs), n_missing=sum(it.prediction is None for it in items))
+        return metrics, items
+
+    # ---- data ---------------------------------------------------------------------------------------
+    def synthetic_docs(self, n: int, seed: int = 0) -> list[dict]:
+        """Rows of this task's schema drawn from the synthetic shapes world, with exact answers."""
+        raise NotImplementedError
+
+    def llava_layout_docs(self, root) -> list[dict]:
+        """Rows read from the original LLaVA `playground/data/eval` layout under `root`."""
+        raise TaskError(f"task {self.name} cannot read the original LLaVA eval layout")
+
+    def gold_text(self, doc: dict) -> str:
+        """What a perfect model would answer for this row (tests feed it back through the scorer)."""
+        raise NotImplementedError
+
+    def submission(self, docs: list[dict], predictions: dict, extra: dict | None = None) -> tuple[str, bytes]:
+        """(file suffix, content) of the file an evaluation server accepts for this split. `extra` carries
+        optional inputs some servers need (e.g. the full VQAv2 test2015 question list)."""
+        raise TaskError(f"task {self.name} has no submission format")
+
+    def prompt_example(self) -> str:
+        return self.prompt(self.synthetic_docs(1)[0])
+
+
+def letters(n: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(n)]
