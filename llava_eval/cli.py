@@ -146,7 +146,7 @@ def tasks(show):
 
 
 def _row_count(task) -> str:
-    return getattr(task, "row_count", "") or "see split"
+    return f"{task.row_count:,}" if task.row_count else "not fixed (see split)"
 
 
 @main.command()

@@ -56,6 +56,7 @@ class Task:
     reference: ClassVar[str] = ""  # the original LLaVA files whose behaviour this task reproduces
     hub: ClassVar[HubSource | None] = None
     split: ClassVar[str] = ""  # the paper's split, in words
+    row_count: ClassVar[int | None] = None  # rows of the paper's split (None: not fixed)
     doc_id_column: ClassVar[str | None] = None  # None: the row index is the doc id
     doc_id_rule: ClassVar[str] = ""
     # column -> type: str, int, float, bool, id (str or int), image, images, list[str], any; "?" suffix = optional
