@@ -45,10 +45,23 @@ def load_docs(task: Task, data: str = "synthetic", *, data_root: str | None = No
         docs = Docs(task.llava_layout_docs(root), f"llava:{root}")
     else:
         docs = _load_files(Path(data))
+    if task.keep_rows:
+        docs = _keep_rows(docs, *task.keep_rows)
     check_schema(task, docs)
     if limit is not None and len(docs) > limit:
         docs = Docs(docs[:limit], docs.source + f"[:{limit}]")
     return docs
+
+
+def _keep_rows(docs: Docs, column: str, values: tuple) -> Docs:
+    rows = docs._rows
+    if hasattr(rows, "column_names"):  # a datasets.Dataset: read the one column, never the images
+        if column not in rows.column_names:
+            raise TaskError(f"column {column!r} missing in {docs.source}")
+        kept = rows.filter(lambda v: v in values, input_columns=[column])
+    else:
+        kept = [r for r in rows if r.get(column) in values]
+    return Docs(kept, f"{docs.source}[{column} in {list(values)}]")
 
 
 def _parse_hub_spec(task: Task, spec: str | None) -> HubSource:

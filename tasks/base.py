@@ -57,6 +57,8 @@ class Task:
     hub: ClassVar[HubSource | None] = None
     split: ClassVar[str] = ""  # the paper's split, in words
     row_count: ClassVar[int | None] = None  # rows of the paper's split (None: not fixed)
+    # (column, kept values): rows whose value is not listed are dropped at load, before generation.
+    keep_rows: ClassVar[tuple[str, tuple] | None] = None
     doc_id_column: ClassVar[str | None] = None  # None: the row index is the doc id
     doc_id_rule: ClassVar[str] = ""
     # column -> type: str, int, float, bool, id (str or int), image, images, list[str], any; "?" suffix = optional
