@@ -105,7 +105,14 @@ class Task:
 
     def score(self, docs: list[dict], predictions: dict) -> tuple[dict, list[Item]]:
         """Score raw predictions keyed by doc id. A missing prediction is scored like an empty answer
-        (as the original scripts do when a line is absent) and counted in `n_missing`."""
+        (as the original scripts do when a line is absent) and counted in `n_missing`. A judged task
+        has no local number: it reports coverage and `status: needs_judge`."""
+        if self.needs_judge:
+            items = [Item(self.doc_id(d, i), predictions.get(self.doc_id(d, i)), None, None)
+                     for i, d in enumerate(docs)]
+            missing = sum(it.prediction is None for it in items)
+            return {"status": "needs_judge", "n_docs": len(docs), "n_missing": missing,
+                    "n_answered": len(docs) - missing}, items
         items = []
         for index, doc in enumerate(docs):
             doc_id = self.doc_id(doc, index)
