@@ -138,7 +138,8 @@ def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: s
         data_root: str | None = None, limit: int | None = None, batch_size: int = 8, echo=print) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", run_config(model_id, names, data, limit, batch_size))
-    root = Path(data_root) if data_root else None
+    # Rows of the original LLaVA layout hold image paths relative to that folder.
+    root = Path(data_root) if data_root else (Path(data[len("llava:"):]) if data.startswith("llava:") else None)
     results_file = out_dir / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for name in names:

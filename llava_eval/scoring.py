@@ -18,9 +18,7 @@ def read_answer_file(path: Path, task: Task, docs) -> dict:
     naming the line or id; docs without an answer are left out (the task counts them as missing)."""
     if not path.is_file():
         raise TaskError(f"predictions file not found: {path}")
-    by_key = {str(task.doc_id(doc, i)): task.doc_id(doc, i) for i, doc in enumerate(docs)}
-    answers: dict = {}
-    unknown = []
+    rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -32,6 +30,16 @@ def read_answer_file(path: Path, task: Task, docs) -> dict:
             raise TaskError(f"{path}:{number}: each line needs 'question_id' and 'text'")
         if not isinstance(row["text"], str):
             raise TaskError(f"{path}:{number}: 'text' must be a string")
+        rows.append((number, row))
+    # Original files whose question_id is not the doc id (MME: the image path, twice; ScienceQA: every
+    # test problem, text-only ones included) are matched by the task itself.
+    matched = task.match_answer_lines([row for _, row in rows], list(docs))
+    if matched is not None:
+        return matched
+    by_key = {str(task.doc_id(doc, i)): task.doc_id(doc, i) for i, doc in enumerate(docs)}
+    answers: dict = {}
+    unknown = []
+    for number, row in rows:
         key = str(row["question_id"])
         if key not in by_key:
             unknown.append(key)

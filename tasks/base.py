@@ -132,6 +132,11 @@ class Task:
         """Rows read from the original LLaVA `playground/data/eval` layout under `root`."""
         raise TaskError(f"task {self.name} cannot read the original LLaVA eval layout")
 
+    def match_answer_lines(self, lines: list[dict], docs) -> dict | None:
+        """doc id -> text for the lines of an original LLaVA answer file whose `question_id` is not this
+        task's doc id (e.g. repeated per image); None: `llava-eval score` matches lines by question_id."""
+        return None
+
     def gold_text(self, doc: dict) -> str:
         """What a perfect model would answer for this row (tests feed it back through the scorer)."""
         raise NotImplementedError

@@ -2,19 +2,24 @@
 
 Doc id: the `question_id` column. Metric: per split accuracy, precision, recall, F1 and the *predicted*
 yes-ratio (positive = yes); the paper's single POPE number is the mean F1 over the three splits.
-Reference: haotian-liu/LLaVA `llava/eval/eval_pope.py`, `scripts/v1_5/eval/pope.sh`; protocol 3.6.
+Reference: haotian-liu/LLaVA `llava/eval/eval_pope.py`, `scripts/v1_5/eval/pope.sh`, `llava_pope_test.jsonl`
+(eval.zip) with the POPE label files `coco_pope_<category>.json` (AoiDragon/POPE e3e3926); protocol 3.6.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
-from .base import HubSource, Item, Task
+from .base import HubSource, Item, Task, TaskError
 from .registry import register_task
 
 # Reference: llava_pope_test.jsonl prompts (paper Table 9 short-answer instruction).
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
 CATEGORIES = ("adversarial", "popular", "random")
+QUESTION_FILE = "llava_pope_test.jsonl"  # Reference: scripts/v1_5/eval/pope.sh
+LABEL_PREFIX = "coco_pope_"  # Reference: eval_pope.py, label files coco/coco_pope_<category>.json
 
 
 def parse_yes_no(text: str) -> str:
@@ -49,6 +54,7 @@ class Pope(Task):
     hub = HubSource("lmms-lab/POPE", split="test", moved_to="lmms-lab-encoder/POPE")
     split = "COCO val2014, adversarial + popular + random (8,910 questions in LLaVA's files, 9,000 on the hub)"
     doc_id_column = "question_id"
+    row_count = 8910
     doc_id_rule = "the `question_id` column"
     schema = {"question_id": "id", "question": "str", "answer": "str", "category": "str", "image": "image"}
     max_new_tokens = 128
@@ -102,3 +108,48 @@ class Pope(Task):
                              "image": {"bytes": scene.png_bytes(), "path": None}})
             scene_index += 1
         return docs
+
+    def llava_layout_docs(self, root) -> list[dict]:
+        """Rows of `pope/llava_pope_test.jsonl` (or the file directly under `root`) in file order, labelled
+        from `coco/coco_pope_<category>.json`. Reference: eval_pope.py zips the n-th label line of a
+        category with the n-th answer of that category in file order, and reads every label other than
+        "no" as yes. Images: `val2014/<image>`, returned relative to `root`."""
+        root = Path(root)
+        base = root / "pope" if (root / "pope" / QUESTION_FILE).is_file() else root
+        if not (base / QUESTION_FILE).is_file():
+            raise TaskError(f"pope: {QUESTION_FILE} not found under {root} (or {root / 'pope'})")
+        questions = _read_jsonl(base / QUESTION_FILE)
+        labels = _read_labels(base / "coco")
+        taken = {category: 0 for category in labels}
+        docs = []
+        for q in questions:
+            category = q["category"]
+            if category not in labels:
+                raise TaskError(f"pope: no label file {LABEL_PREFIX}{category}.json in {base / 'coco'}")
+            label = labels[category][taken[category]] if taken[category] < len(labels[category]) else None
+            taken[category] += 1
+            text = q["text"]
+            docs.append({"question_id": q["question_id"],
+                         "question": text[:-len(SHORT_ANSWER)] if text.endswith(SHORT_ANSWER) else text,
+                         "answer": "no" if label == "no" else "yes", "category": category,
+                         "image": str((base / "val2014" / q["image"]).relative_to(root))})
+        # The original zips silently; unequal lengths would pair answers with the wrong labels.
+        for category, count in taken.items():
+            if count != len(labels[category]):
+                raise TaskError(f"pope: {count} {category} questions but {len(labels[category])} labels")
+        return docs
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _read_labels(folder: Path) -> dict[str, list[str]]:
+    """category -> labels in file order. Reference: eval_pope.py (category = file name between
+    `coco_pope_` and `.json`; one JSON object per line with a `label`)."""
+    if not folder.is_dir():
+        raise TaskError(f"pope: label folder {folder} not found")
+    files = sorted(folder.glob(f"{LABEL_PREFIX}*.json"))
+    if not files:
+        raise TaskError(f"pope: no {LABEL_PREFIX}<category>.json files in {folder}")
+    return {f.name[len(LABEL_PREFIX):-len(".json")]: [row["label"] for row in _read_jsonl(f)] for f in files}
