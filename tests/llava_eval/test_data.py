@@ -24,8 +24,9 @@ def png(colour=(200, 30, 30)) -> bytes:
 
 
 def pope_rows(image_for):
-    return [{"question_id": f"q{i}", "question": f"Is there a thing {i} in the image?", "answer": "yes" if i % 2 else "no",
-             "category": ("adversarial", "popular", "random")[i % 3], "image": image_for(i)} for i in range(6)]
+    return [{"question_id": f"q{i}", "question": f"Is there a thing {i} in the image?",
+             "answer": "yes" if i % 2 else "no", "category": ("adversarial", "popular", "random")[i % 3],
+             "image": image_for(i)} for i in range(6)]
 
 
 class EchoModel:
