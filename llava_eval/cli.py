@@ -208,8 +208,10 @@ def score(task_name, data, predictions):
 @click.option("--task", "task_name", required=True)
 @click.option("--out", "out_file", required=True, type=click.Path())
 @click.option("--data", default=None, help="Data source of the run (default: the one recorded in the run).")
+@click.option("--extra", "extra_items", multiple=True, metavar="KEY=VALUE",
+              help="Extra input a server needs, e.g. test2015_questions=PATH for vqav2_testdev; allow_partial=1.")
 @user_errors
-def submit(run_dir, task_name, out_file, data):
+def submit(run_dir, task_name, out_file, data, extra_items):
     """Write the evaluation-server file of a task from a run directory."""
     import json
     from pathlib import Path
@@ -228,7 +230,13 @@ def submit(run_dir, task_name, out_file, data):
     config = json.loads((run_path / "config.json").read_text())
     docs = load_docs(task, data or config.get("data", "synthetic"), limit=config.get("limit"))
     texts, _ = read_predictions(pred_file)
-    suffix, content = task.submission(list(docs), texts)
+    extra = {}
+    for item in extra_items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise TaskError(f"--extra takes KEY=VALUE, got {item!r}")
+        extra[key] = value
+    suffix, content = task.submission(list(docs), texts, extra)
     Path(out_file).write_bytes(content)
     click.echo(f"wrote {out_file} ({suffix}, {len(texts)} answers)")
 

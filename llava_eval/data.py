@@ -92,7 +92,9 @@ def _load_hub(task: Task, spec: str | None) -> Docs:
         except Exception as exc:  # noqa: BLE001 - hub and cache errors come in many types
             last_error = exc
             continue
-        return Docs(_undecoded(ds), f"hub:{path}/{source.config or ''}@{source.revision}:{source.split}")
+        rows = task.prepare_hub(_undecoded(ds), lambda config, split, _path=path: _undecoded(
+            datasets.load_dataset(_path, config, split=split, revision=source.revision)))
+        return Docs(rows, f"hub:{path}/{source.config or ''}@{source.revision}:{source.split}")
     raise TaskError(f"cannot load {source}: {str(last_error).splitlines()[0] if last_error else 'unknown'}")
 
 

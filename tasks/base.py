@@ -128,6 +128,11 @@ class Task:
         """Rows of this task's schema drawn from the synthetic shapes world, with exact answers."""
         raise NotImplementedError
 
+    def prepare_hub(self, rows, load_config):
+        """Hub rows -> rows this task can use; `load_config(config, split)` loads another config of the
+        same dataset and revision with images undecoded (GQA joins its images this way). Default: as is."""
+        return rows
+
     def llava_layout_docs(self, root) -> list[dict]:
         """Rows read from the original LLaVA `playground/data/eval` layout under `root`."""
         raise TaskError(f"task {self.name} cannot read the original LLaVA eval layout")
