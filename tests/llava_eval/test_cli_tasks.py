@@ -104,3 +104,12 @@ def test_run_writes_run_directory(tmp_path):
     assert (out / "config.json").is_file() and (out / "results.json").is_file()
     assert len((out / "pope" / "predictions.jsonl").read_text().splitlines()) == 3
     assert "pope" in result.output and "f1" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(__import__("tasks.registry").registry.load_all()))
+def test_every_task_shows_its_contract(name):
+    task = get_task(name)
+    result = run_cli("tasks", "--show", name)
+    assert result.exit_code == 0, result.output
+    assert f"{name} (version {task.version})" in result.output and "doc id:" in result.output
+    assert "<image>\\n" in result.output  # the prompt example, with its image placeholder
