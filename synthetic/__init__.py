@@ -14,6 +14,7 @@ from synthetic.world import (
     color_qa,
     count_qa,
     existence_qa,
+    first_qa,
     make_scene,
     multiple_choice,
     ocr_qa,
@@ -25,6 +26,7 @@ from synthetic.world import (
 )
 
 __all__ = [
+    "first_qa",
     "COLORS",
     "QA",
     "SHAPES",

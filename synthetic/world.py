@@ -440,3 +440,14 @@ def question_set(seed: int, kinds: tuple[str, ...] = QA_KINDS) -> list[QA]:
         else:
             raise ValueError(f"unknown QA kind {kind!r}; expected one of {QA_KINDS}")
     return out
+
+
+def first_qa(makers, scene: Scene, rng: random.Random) -> QA:
+    """The first question one of `makers` can ask about the scene (color_qa, shape_qa and position_qa
+    raise ValueError when nothing in the scene fits them)."""
+    for make in makers:
+        try:
+            return make(scene, rng)
+        except ValueError:
+            continue
+    raise ValueError(f"no question for scene {scene.seed}")

@@ -158,7 +158,7 @@ class LlavaBench(Task):
     # ---- data -----------------------------------------------------------------------------------
     def synthetic_docs(self, n: int, seed: int = 0) -> list[dict]:
         """Three questions per scene (conv, detail, complex) whose reference answers follow from the caption."""
-        from synthetic import color_qa, count_qa, make_scene, shape_qa
+        from synthetic import color_qa, count_qa, first_qa, make_scene, shape_qa
 
         rng = random.Random(f"llava_bench-{seed}")
         docs = []
@@ -166,7 +166,7 @@ class LlavaBench(Task):
             scene = make_scene(seed * 100_003 + i // 3)
             category = CATEGORIES[i % 3]
             if category == "conv":
-                qa = _first_qa((shape_qa, color_qa, count_qa), scene, rng)
+                qa = first_qa((shape_qa, color_qa, count_qa), scene, rng)
                 question, answer = qa.question, f"The answer is {qa.answer}. {scene.caption()}"
             elif category == "detail":
                 question, answer = "Describe this photo in detail.", scene.caption()
@@ -203,16 +203,6 @@ class LlavaBench(Task):
                          "image_id": Path(q["image"]).stem,
                          "image": str(bench.relative_to(root) / "images" / q["image"])})
         return rows
-
-
-def _first_qa(makers, scene, rng):
-    """The first question a maker can ask about the scene (color/shape questions do not fit every scene)."""
-    for make in makers:
-        try:
-            return make(scene, rng)
-        except ValueError:
-            continue
-    raise ValueError(f"no question for scene {scene.seed}")
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -95,16 +95,6 @@ def base_index(doc: dict) -> int:
         raise TaskError(f"MMBench index {doc['index']!r} is not an integer") from None
 
 
-def _first_qa(makers, scene, rng):
-    """The first question a maker can ask about the scene (color/shape raise ValueError when none fits)."""
-    for make in makers:
-        try:
-            return make(scene, rng)
-        except ValueError:
-            continue
-    raise ValueError(f"no question for scene {scene.seed}")
-
-
 def _circular(groups: dict) -> float:
     """Reference: MMBench CircularEval: a question counts only if every one of its rows is right."""
     verdicts = [all(s == 1.0 for s in scores) for scores in groups.values()]
@@ -168,14 +158,14 @@ class MMBench(Task):
     # ---- data -----------------------------------------------------------------------------------
     def synthetic_docs(self, n: int, seed: int = 0) -> list[dict]:
         """Base questions with 2-4 options, each followed by its circular copies as in the TSV."""
-        from synthetic import color_qa, count_qa, make_scene, multiple_choice, shape_qa
+        from synthetic import color_qa, count_qa, first_qa, make_scene, multiple_choice, shape_qa
 
         rng = random.Random(f"{self.name}-{seed}")
         docs: list[dict] = []
         base = 0
         while len(docs) < n:
             scene = make_scene(seed * 100_003 + base)
-            qa = _first_qa(((color_qa, shape_qa, count_qa)[base % 3:]) + (count_qa,), scene, rng)
+            qa = first_qa(((color_qa, shape_qa, count_qa)[base % 3:]) + (count_qa,), scene, rng)
             mc = multiple_choice(qa, rng, n_options=2 + base % 3)
             hint = "Look at the shapes in the picture." if base % 2 else None
             for k in range(len(mc.options)):

@@ -13,10 +13,10 @@ import random
 import re
 from pathlib import Path
 
-from .base import HubSource, Task, TaskError
-from .evalai import best_answer, normalize_answer
+from .base import HubSource, TaskError
+from .evalai import best_answer
 from .registry import register_task
-from .vqav2 import SHORT_ANSWER, annotator_answers, gt_answers, question_lines, require_image, scene_qa, vqa_score
+from .vqav2 import SHORT_ANSWER, VQAAccuracyTask, annotator_answers, gt_answers, question_lines, scene_qa
 
 # Reference: llava_textvqa_val_v051_ocr.jsonl: question, this label and the comma-space-joined tokens on the
 # second line (nothing after the label when the image has no token: 115 of 5,000 questions), then the
@@ -45,7 +45,7 @@ def question_from_prompt(prompt: str) -> str:
 
 
 @register_task("textvqa_val")
-class TextVQAVal(Task):
+class TextVQAVal(VQAAccuracyTask):
     version = 1
     title = "TextVQA (val, with OCR tokens)"
     reference = ("scripts/v1_5/eval/textvqa.sh, llava/eval/eval_textvqa.py, llava/eval/m4c_evaluator.py, "
@@ -67,17 +67,9 @@ class TextVQAVal(Task):
         # matters for the prompt bytes.
         return doc["question"].capitalize() + OCR_LABEL + ", ".join(doc["ocr_tokens"]) + SHORT_ANSWER
 
-    def image_values(self, doc: dict) -> list:
-        return require_image(self, doc)
-
-    def parse(self, text: str, doc: dict) -> str:
-        return normalize_answer(text)
-
-    def score_item(self, parsed: str, doc: dict) -> float | None:
-        # Reference: eval_textvqa.py pairs each answer line with the annotation of the same (image_id,
-        # lower-cased question); that pair is unique in val (checked on all 5,000), so the row's own answers
-        # are the ones the original scores against.
-        return vqa_score(parsed, doc)
+    # Scoring is VQAAccuracyTask's: eval_textvqa.py pairs each answer line with the annotation of the same
+    # (image_id, lower-cased question); that pair is unique in val (checked on all 5,000), so the row's own
+    # answers are the ones the original scores against.
 
     def gold_text(self, doc: dict) -> str:
         return best_answer(gt_answers(doc)) or ""

@@ -12,20 +12,19 @@ import json
 import random
 from pathlib import Path
 
-from .base import HubSource, Item, Task, TaskError
+from .base import HubSource, Item, TaskError
 from .evalai import best_answer, normalize_answer
 from .registry import register_task
 from .vqav2 import (
     QUESTION_KINDS,
     SHORT_ANSWER,
+    VQAAccuracyTask,
     accuracy_by,
     annotator_answers,
     gt_answers,
     mean_accuracy,
     question_lines,
-    require_image,
     scene_qa,
-    vqa_score,
 )
 
 # Reference: llava_test.jsonl prompts (paper Table 9: the VizWiz format prompt, then the short-answer one).
@@ -45,7 +44,7 @@ def image_file(doc: dict) -> str:
     return qid if qid.endswith(".jpg") else qid + ".jpg"
 
 
-class VizWiz(Task):
+class VizWiz(VQAAccuracyTask):
     version = 1
     reference = "scripts/v1_5/eval/vizwiz.sh, scripts/convert_vizwiz_for_submission.py, llava/eval/m4c_evaluator.py"
     hub_split = ""  # "val" or "test": the file-name infix of VizWiz images
@@ -60,15 +59,6 @@ class VizWiz(Task):
         # Reference: llava_test.jsonl holds question.capitalize(): not one of its 8,000 questions has a capital
         # after the first character ("... i need to find out ..."), and trailing spaces are kept.
         return doc["question"].capitalize() + SUFFIX
-
-    def image_values(self, doc: dict) -> list:
-        return require_image(self, doc)
-
-    def parse(self, text: str, doc: dict) -> str:
-        return normalize_answer(text)
-
-    def score_item(self, parsed: str, doc: dict) -> float | None:
-        return vqa_score(parsed, doc)
 
     def gold_text(self, doc: dict) -> str:
         return best_answer(gt_answers(doc)) or "Unanswerable"

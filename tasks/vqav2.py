@@ -44,6 +44,20 @@ def require_image(task: Task, doc: dict) -> list:
     return [value]
 
 
+class VQAAccuracyTask(Task):
+    """The VQA-accuracy tasks (VQAv2, VizWiz, TextVQA): one image per row, EvalAI-normalised predictions
+    scored against the annotators' answers. Reference: llava/eval/m4c_evaluator.py."""
+
+    def image_values(self, doc: dict) -> list:
+        return require_image(self, doc)
+
+    def parse(self, text: str, doc: dict) -> str:
+        return normalize_answer(text)
+
+    def score_item(self, parsed: str, doc: dict) -> float | None:
+        return vqa_score(parsed, doc)
+
+
 def accuracy_by(docs: list[dict], items: list[Item], column: str) -> dict[str, float]:
     """Mean item score x 100 per value of `column` (rows without a score or a value are left out)."""
     groups: dict[str, list[float]] = defaultdict(list)
@@ -114,7 +128,7 @@ def question_lines(path: Path, suffix: str, task: str) -> list[dict]:
 
 
 # ---- VQAv2 ---------------------------------------------------------------------------------------------
-class VQAv2(Task):
+class VQAv2(VQAAccuracyTask):
     version = 1
     reference = "scripts/v1_5/eval/vqav2.sh, scripts/convert_vqav2_for_submission.py, llava/eval/m4c_evaluator.py"
     doc_id_column = "question_id"
@@ -128,15 +142,6 @@ class VQAv2(Task):
     def prompt(self, doc: dict) -> str:
         # Reference: the question file holds the COCO question unchanged (no capitalize, unlike VizWiz/TextVQA).
         return doc["question"] + SHORT_ANSWER
-
-    def image_values(self, doc: dict) -> list:
-        return require_image(self, doc)
-
-    def parse(self, text: str, doc: dict) -> str:
-        return normalize_answer(text)
-
-    def score_item(self, parsed: str, doc: dict) -> float | None:
-        return vqa_score(parsed, doc)
 
     def gold_text(self, doc: dict) -> str:
         """The consensus `multiple_choice_answer` when it scores best, else the best-scoring annotator answer."""
