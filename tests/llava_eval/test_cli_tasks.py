@@ -113,3 +113,29 @@ def test_every_task_shows_its_contract(name):
     assert result.exit_code == 0, result.output
     assert f"{name} (version {task.version})" in result.output and "doc id:" in result.output
     assert "<image>\\n" in result.output  # the prompt example, with its image placeholder
+
+
+def test_submit_from_a_run_directory(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("run", "--model", "tiny", "--tasks", "seed_image,mmbench_en_test", "--limit", "4",
+                   "--out", out).exit_code == 0
+    result = run_cli("submit", out, "--task", "seed_image", "--out", tmp_path / "seed.jsonl")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "seed.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and all(set(x) == {"question_id", "prediction"} for x in lines)
+    result = run_cli("submit", out, "--task", "mmbench_en_test", "--out", tmp_path / "mmb.xlsx")
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    sheet = pd.read_excel(tmp_path / "mmb.xlsx")
+    assert {"index", "question", "A", "B", "prediction"} <= set(sheet.columns) and len(sheet) == 4
+
+
+def test_submit_without_the_vqav2_question_list_is_refused(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("run", "--model", "tiny", "--tasks", "vqav2_testdev", "--limit", "2", "--out", out).exit_code == 0
+    one_line_error(run_cli("submit", out, "--task", "vqav2_testdev", "--out", tmp_path / "v.json"), "test2015")
+    result = run_cli("submit", out, "--task", "vqav2_testdev", "--out", tmp_path / "v.json",
+                     "--extra", "allow_partial=1")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "v.json").read_text())) == 2
