@@ -4,6 +4,7 @@ The offline default dataset and test data of every benchmark task, and training 
 Depends only on the standard library, numpy and Pillow.
 """
 
+from synthetic.conversations import stage1_records, stage2_records, write_dataset
 from synthetic.world import (
     COLORS,
     QA,
@@ -44,4 +45,7 @@ __all__ = [
     "question_set",
     "scenes",
     "shape_qa",
+    "stage1_records",
+    "stage2_records",
+    "write_dataset",
 ]
