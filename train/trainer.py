@@ -1,0 +1,347 @@
+"""The two-stage LLaVA-1.5 trainer on transformers' Trainer (with DeepSpeed when a config is given).
+
+One `run_stage(recipe, out_dir)` serves both stages: stage 1 (`plain`, crop, projector only) writes
+the trainable components alone; stage 2 (`vicuna_v1`, pad, projector + LLM, optional LoRA) loads them
+and writes a checkpoint directory that `llava-eval run --model DIR` loads. Interrupted runs resume from
+the last Trainer checkpoint in the output directory.
+Reference: haotian-liu/LLaVA `llava/train/train.py`, `llava/train/llava_trainer.py`, `scripts/v1_5/*.sh`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from llava_model.checkpoint import LlavaBundle, load_bundle, save_bundle
+from llava_model.conversation import get_template
+from llava_model.errors import UserError
+from llava_model.model import embed_inputs, image_features
+from llava_model.preprocess import load_image, preprocess
+
+from .masking import IGNORE_INDEX, encode_plain, encode_v1
+
+log = logging.getLogger("llava_train")
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+class MaskingError(UserError):
+    pass
+
+
+class ConversationDataset(torch.utils.data.Dataset):
+    """Samples -> (input_ids, labels, pixel_values), encoded lazily; images are opened per item."""
+
+    def __init__(self, samples, image_folder, bundle: LlavaBundle, stage: int, image_mode: str, max_length: int,
+                 allow_mismatch: bool = False):
+        self.samples, self.image_folder, self.bundle = samples, Path(image_folder or "."), bundle
+        self.stage, self.image_mode, self.max_length = stage, image_mode, max_length
+        self.allow_mismatch = allow_mismatch
+        self.template = get_template("plain" if stage == 1 else "vicuna_v1")
+
+    def __len__(self):
+        return len(self.samples)
+
+    def encode(self, sample):
+        b = self.bundle
+        if self.stage == 1:
+            return encode_plain(sample.turns, b.tokenizer, b.image_token_id, b.image_seq_length, self.max_length)
+        return encode_v1(sample.turns, sample.image is not None, b.tokenizer, self.template, b.image_token_id,
+                         b.image_seq_length, self.max_length)
+
+    def __getitem__(self, index):
+        sample = self.samples[index]
+        enc = self.encode(sample)
+        if enc.mismatch and not self.allow_mismatch:
+            raise MaskingError(f"sample {sample.id}: tokenization mismatch {enc.mismatch[0]} vs {enc.mismatch[1]}")
+        pixels = None
+        if sample.image is not None:
+            image = load_image(self.image_folder / sample.image)
+            pixels = preprocess([image], self.bundle.image_processor, self.image_mode)[0]
+        return {"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels), "pixel_values": pixels}
+
+
+def count_mismatches(dataset: ConversationDataset) -> list[tuple[str, tuple[int, int]]]:
+    """Encode every sample's text once (no images) and list the masking mismatches."""
+    return [(s.id, enc.mismatch) for s in dataset.samples if (enc := dataset.encode(s)).mismatch]
+
+
+class Collator:
+    """Reference: DataCollatorForSupervisedDataset: right padding, labels padded with -100, attention
+    mask from the padding; the images of the batch's image samples stacked in order."""
+
+    def __init__(self, pad_id: int, max_length: int):
+        self.pad_id, self.max_length = pad_id, max_length
+
+    def __call__(self, items):
+        ids = nn.utils.rnn.pad_sequence([it["input_ids"] for it in items], batch_first=True,
+                                        padding_value=self.pad_id)[:, :self.max_length]
+        labels = nn.utils.rnn.pad_sequence([it["labels"] for it in items], batch_first=True,
+                                           padding_value=IGNORE_INDEX)[:, :self.max_length]
+        mask = torch.zeros_like(ids)
+        for row, it in enumerate(items):
+            mask[row, :min(len(it["input_ids"]), self.max_length)] = 1
+        pixels = [it["pixel_values"] for it in items if it["pixel_values"] is not None]
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if pixels:
+            batch["pixel_values"] = torch.stack(pixels)
+        return batch
+
+
+class LlavaTrainModule(nn.Module):
+    """The LLaVA model with the image splice inside `forward`, so DDP and DeepSpeed see one module."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, input_ids, labels, attention_mask, pixel_values=None):
+        embeds = embed_inputs(self.model, input_ids, pixel_values)
+        if pixel_values is None:
+            # Reference: train.py feeds a zero image to text-only batches; running the tower keeps every
+            # rank's graph the same under ZeRO-3 (its output contributes nothing).
+            size = self.model.config.vision_config.image_size
+            dummy = image_features(self.model, torch.zeros(1, 3, size, size, device=embeds.device))
+            embeds = embeds + 0.0 * dummy.sum()
+        return self.model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+
+# ---- model initialisation ------------------------------------------------------------------------------
+def init_bundle(recipe, device: str = "cpu") -> LlavaBundle:
+    """The starting model of a stage: a preset (`tiny`, seeded), a llava checkpoint directory, or an LLM
+    directory (Vicuna) plus the CLIP tower (`vision_tower`) with a fresh projector, as the original."""
+    from llava_model.presets import PRESETS
+
+    init = recipe.model_init
+    if init in PRESETS or (Path(init) / "llava_eval.json").is_file() or _is_llava_dir(Path(init)):
+        bundle = load_bundle(init, device=device, dtype="float32", seed=recipe.seed)
+    else:
+        bundle = _from_llm_and_tower(Path(init), recipe.vision_tower, recipe.seed)
+    bundle.template = get_template(recipe.template)
+    bundle.image_mode = recipe.image_mode
+    return bundle
+
+
+def _is_llava_dir(path: Path) -> bool:
+    config = path / "config.json"
+    return config.is_file() and json.loads(config.read_text()).get("model_type") == "llava"
+
+
+def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
+    """Reference: train.py builds LlavaLlamaForCausalLM from the Vicuna weights, loads the CLIP tower and
+    a randomly initialised projector; the tokenizer's pad token is its unk token."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from llava_model.checkpoint import (
+        _vision_tower_weights,
+        clip_image_processor,
+        convert_original_keys,
+        load_tokenizer,
+        read_weights,
+    )
+
+    if not llm_dir.is_dir():
+        raise UserError(f"model_init {str(llm_dir)!r} is neither a preset, a llava checkpoint nor an LLM folder")
+    text = LlamaConfig.from_pretrained(str(llm_dir))
+    vision = CLIPVisionConfig.from_pretrained(tower)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=text.vocab_size,
+                      image_seq_length=(vision.image_size // vision.patch_size) ** 2, vision_feature_layer=-2,
+                      vision_feature_select_strategy="default", projector_hidden_act="gelu",
+                      multimodal_projector_bias=True, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(cfg)
+    state = convert_original_keys(read_weights(llm_dir))
+    state.update(_vision_tower_weights(Path(tower), tower))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "multi_modal_projector" not in k]
+    if missing or unexpected:
+        raise UserError(f"LLM/vision weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    tokenizer = load_tokenizer(llm_dir)
+    tokenizer.pad_token = tokenizer.unk_token
+    return LlavaBundle(model, tokenizer, clip_image_processor(vision.image_size), get_template("vicuna_v1"),
+                       "pad", str(llm_dir))
+
+
+def load_trainable(bundle: LlavaBundle, path: Path) -> list[str]:
+    """Load a stage-1 output (our `trainable.safetensors`, or an original `mm_projector.bin`)."""
+    from safetensors.torch import load_file
+
+    from llava_model.checkpoint import convert_original_keys
+
+    file = path / TRAINABLE_FILE if path.is_dir() else path
+    if not file.is_file() and path.is_dir() and (path / "mm_projector.bin").is_file():
+        file = path / "mm_projector.bin"
+    if not file.is_file():
+        raise UserError(f"no stage-1 weights at {path} (expected {TRAINABLE_FILE} or mm_projector.bin)")
+    state = load_file(str(file)) if file.suffix == ".safetensors" else torch.load(str(file), weights_only=True)
+    state = convert_original_keys(state)
+    own = bundle.model.state_dict()
+    unknown = [k for k in state if k not in own]
+    if unknown:
+        raise UserError(f"{file}: keys not in the model: {unknown[:5]}")
+    bundle.model.load_state_dict(state, strict=False)
+    return sorted(state)
+
+
+# ---- one stage -----------------------------------------------------------------------------------------
+def load_stage_samples(recipe, work_dir: Path, skip_invalid: bool):
+    """(samples, image folder) of a stage; `synthetic:stage1|stage2` generates the shapes-world data."""
+    from .data import check_or_skip, load_samples, subsample
+
+    data_path, folder = recipe.data_path, recipe.image_folder
+    if data_path.startswith("synthetic:"):
+        data_path, folder = _synthetic_data(data_path, work_dir)
+    samples = check_or_skip(load_samples(data_path), folder, skip_invalid, template=recipe.template)
+    if recipe.data_fraction < 1.0:
+        samples = subsample(samples, recipe.data_fraction, recipe.seed)
+    return samples, folder
+
+
+def _synthetic_data(spec: str, work_dir: Path) -> tuple[str, str]:
+    """`synthetic:stage1[:N]` / `synthetic:stage2[:N]` -> a LLaVA JSON file and its image folder."""
+    from synthetic.conversations import stage1_records, stage2_records, write_dataset
+
+    makers = {"stage1": stage1_records, "stage2": stage2_records}
+    _, kind, *count = spec.split(":")
+    if kind not in makers or len(count) > 1 or (count and not count[0].isdigit()):
+        raise UserError(f"bad synthetic data {spec!r}; use synthetic:stage1[:N] or synthetic:stage2[:N]")
+    n = int(count[0]) if count else 2000
+    out = work_dir / f"synthetic-{kind}-{n}"
+    path = write_dataset(makers[kind](n), out, f"{kind}.json")
+    return str(path), str(out / "images")
+
+
+def training_arguments(recipe, out_dir: Path, max_steps: int | None, deepspeed: str | None):
+    from transformers import TrainingArguments
+
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=recipe.per_device_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps, learning_rate=recipe.learning_rate,
+        lr_scheduler_type=recipe.lr_scheduler, warmup_steps=recipe.warmup_ratio, weight_decay=recipe.weight_decay,
+        num_train_epochs=recipe.epochs, max_steps=max_steps or -1, save_steps=recipe.save_steps,
+        save_total_limit=2, logging_steps=getattr(recipe, "logging_steps", 10), seed=recipe.seed, data_seed=recipe.seed,
+        bf16=on_gpu and recipe.bf16, tf32=None, use_cpu=not on_gpu, deepspeed=deepspeed,
+        activation_checkpointing=on_gpu and recipe.gradient_checkpointing, report_to=[],
+        remove_unused_columns=False, dataloader_num_workers=getattr(recipe, "dataloader_workers", 0),
+        disable_tqdm=True, ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+    )
+
+
+def make_trainer(module, args, dataset, collator, recipe, lengths):
+    from transformers import Trainer
+
+    from .sampler import LengthGroupedSampler
+
+    class LlavaTrainer(Trainer):
+        """Reference: llava_trainer.py: modality-length grouping and a separate projector learning rate."""
+
+        def _get_train_sampler(self, *a, **kw):
+            if not recipe.group_by_modality_length:
+                return super()._get_train_sampler(*a, **kw)
+            world = self.args.world_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(self.args.train_batch_size, world, lengths, group_by_modality=True)
+
+        def create_optimizer(self, *a, **kw):
+            if recipe.projector_lr is None or self.optimizer is not None:
+                return super().create_optimizer(*a, **kw)
+            params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for n, p in params if "multi_modal_projector" not in n],
+                 "weight_decay": self.args.weight_decay},
+                {"params": [p for n, p in params if "multi_modal_projector" in n],
+                 "weight_decay": self.args.weight_decay, "lr": recipe.projector_lr},
+            ]
+            cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, self.model)
+            self.optimizer = cls([g for g in groups if g["params"]], **kwargs)
+            return self.optimizer
+
+    return LlavaTrainer(model=module, args=args, train_dataset=dataset, data_collator=collator)
+
+
+def apply_lora(model, lora):
+    """Reference: finetune_lora.sh + train.py find_all_linear_names: LoRA on every Linear of the LLM
+    (lm_head, projector and vision tower excluded); the projector is trained fully."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+                        task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if "multi_modal_projector" in name:
+            param.requires_grad = True
+    return peft_model
+
+
+def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps: int | None = None,
+              deepspeed: str | None = None, skip_invalid: bool = False, allow_mismatch: bool = False,
+              resume: bool = True) -> Path:
+    """Train one stage into `out_dir`; returns the directory of its result (trainable weights for stage
+    1, a full checkpoint for stage 2)."""
+    from .freeze import freeze_for_stage
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+    random.seed(recipe.seed)
+    bundle = init_bundle(recipe)
+    if init_from is not None:
+        loaded = load_trainable(bundle, init_from)
+        log.info("loaded %d tensors from %s", len(loaded), init_from)
+    samples, folder = load_stage_samples(recipe, out_dir, skip_invalid)
+    dataset = ConversationDataset(samples, folder, bundle, recipe.stage, recipe.image_mode, recipe.max_length,
+                                  allow_mismatch)
+    mismatches = count_mismatches(dataset)
+    if mismatches:
+        shown = ", ".join(f"{sid} ({a} vs {b})" for sid, (a, b) in mismatches[:5])
+        message = f"{len(mismatches)} of {len(samples)} samples have a tokenization mismatch: {shown}"
+        if not allow_mismatch:
+            raise MaskingError(message + " (pass --allow-mismatch to mask them out as the original does)")
+        log.warning("%s; they are fully masked as in the original", message)
+    model = bundle.model
+    freeze_for_stage(model, recipe.stage, unfreeze_vision=recipe.unfreeze_vision, log=log.info)
+    if recipe.lora and recipe.stage == 2:
+        model = apply_lora(model, recipe.lora)
+    from .data import modality_lengths
+
+    module = LlavaTrainModule(model)
+    args = training_arguments(recipe, out_dir, max_steps, deepspeed)
+    trainer = make_trainer(module, args, dataset, Collator(bundle.tokenizer.pad_token_id or 0, recipe.max_length),
+                           recipe, modality_lengths(samples))
+    has_checkpoint = resume and any(out_dir.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    return save_result(trainer, bundle, model, recipe, out_dir)
+
+
+def save_result(trainer, bundle: LlavaBundle, model, recipe, out_dir: Path) -> Path:
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model)
+    if not trainer.is_world_process_zero():
+        return out_dir
+    result = out_dir / "final"
+    result.mkdir(exist_ok=True)
+    if recipe.stage == 1:
+        from safetensors.torch import save_file
+
+        trainable = {n for n, p in bundle.model.named_parameters() if p.requires_grad}
+        weights = {k.removeprefix("model."): v.detach().cpu().contiguous() for k, v in state.items()
+                   if k.removeprefix("model.") in trainable}
+        save_file(weights, str(result / TRAINABLE_FILE))
+        (result / "llava_eval.json").write_text(json.dumps({"stage": 1, "tensors": sorted(weights)}, indent=2))
+        return result
+    if recipe.lora:
+        bundle.model = model.merge_and_unload()
+    save_bundle(bundle, result)
+    return result
