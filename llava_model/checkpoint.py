@@ -22,6 +22,8 @@ from .errors import CheckpointError
 from .preprocess import IMAGE_MODES, clip_image_processor
 
 BUNDLE_FILE = "llava_eval.json"
+# Checkpoints that ship inside the package, loadable by name with no download.
+BUILTIN_CHECKPOINTS = {"tiny-shapes": Path(__file__).parent / "assets" / "tiny-shapes"}
 
 
 @dataclass
@@ -70,7 +72,7 @@ def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = Non
 
     device = device or default_device()
     torch_dtype = _dtype(dtype, device)
-    path = Path(spec)
+    path = BUILTIN_CHECKPOINTS.get(spec, Path(spec))
     if path.is_dir():
         config = _read_json(path / "config.json")
         if _is_original(config):
@@ -82,9 +84,8 @@ def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = Non
     elif path.exists() or "/" in spec or spec.startswith("."):
         raise CheckpointError(f"model {spec!r} is not a checkpoint directory (missing or a file)")
     else:
-        from .presets import get_preset
-
-        get_preset(spec)  # raises with the list of valid names
+        raise CheckpointError(f"unknown model {spec!r}: not a checkpoint directory, a preset "
+                              f"({', '.join(PRESETS)}) or a built-in checkpoint ({', '.join(BUILTIN_CHECKPOINTS)})")
     if template:
         bundle.template = get_template(template)
     if image_mode:

@@ -25,6 +25,23 @@ def _deepspeed_config(value: str | None, recipe_value: str | None) -> str | None
                              param_hint="--deepspeed")
 
 
+def _parse_overrides(items) -> dict:
+    import json
+
+    from llava_model.errors import UserError
+
+    changes = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set takes FIELD=VALUE, got {item!r}")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    return changes
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("recipe")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder (stage1/, stage2/).")
@@ -39,8 +56,11 @@ def _deepspeed_config(value: str | None, recipe_value: str | None) -> str | None
 @click.option("--allow-mismatch", is_flag=True,
               help="Mask samples whose label masking does not add up (the original's silent behaviour).")
 @click.option("--no-resume", is_flag=True, help="Start afresh even if the output folder holds checkpoints.")
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="Override a recipe field for every stage run (JSON value or plain string), "
+                   "e.g. --set per_device_batch_size=4 --set data_path=synthetic:stage2:500.")
 def main(recipe, out_dir, stage, init_from, max_steps, deepspeed, data_fraction, skip_invalid, allow_mismatch,
-         no_resume):
+         no_resume, overrides):
     """Train a LLaVA-1.5 recipe (llava-v1.5-7b, llava-v1.5-13b, *-lora, tiny-shapes, or a recipe JSON)."""
     import dataclasses
     import logging
@@ -58,9 +78,14 @@ def main(recipe, out_dir, stage, init_from, max_steps, deepspeed, data_fraction,
         if not wanted:
             raise UserError(f"recipe {recipe!r} has no stage {stage}")
         previous = Path(init_from) if init_from else None
+        changes = _parse_overrides(overrides)
         for item in wanted:
             if data_fraction is not None:
-                item = dataclasses.replace(item, data_fraction=data_fraction)
+                changes["data_fraction"] = data_fraction
+            try:
+                item = dataclasses.replace(item, **changes)
+            except TypeError as exc:
+                raise UserError(f"--set: {exc}") from None
             if item.stage == 2 and previous is None and any(s.stage == 1 for s in stages):
                 candidate = Path(out_dir) / "stage1" / "final"
                 previous = candidate if candidate.is_dir() else None

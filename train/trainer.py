@@ -76,14 +76,17 @@ class Collator:
     """Reference: DataCollatorForSupervisedDataset: right padding, labels padded with -100, attention
     mask from the padding; the images of the batch's image samples stacked in order."""
 
-    def __init__(self, pad_id: int, max_length: int):
-        self.pad_id, self.max_length = pad_id, max_length
+    def __init__(self, pad_id: int, max_length: int, pad_to_multiple_of: int = 1):
+        self.pad_id, self.max_length, self.multiple = pad_id, max_length, pad_to_multiple_of
 
     def __call__(self, items):
-        ids = nn.utils.rnn.pad_sequence([it["input_ids"] for it in items], batch_first=True,
-                                        padding_value=self.pad_id)[:, :self.max_length]
-        labels = nn.utils.rnn.pad_sequence([it["labels"] for it in items], batch_first=True,
-                                           padding_value=IGNORE_INDEX)[:, :self.max_length]
+        longest = max(len(it["input_ids"]) for it in items)
+        width = min(self.max_length, -(-longest // self.multiple) * self.multiple)
+        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+        for row, it in enumerate(items):
+            n = min(len(it["input_ids"]), width)
+            ids[row, :n], labels[row, :n] = it["input_ids"][:n], it["labels"][:n]
         mask = torch.zeros_like(ids)
         for row, it in enumerate(items):
             mask[row, :min(len(it["input_ids"]), self.max_length)] = 1
@@ -319,10 +322,15 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
 
     module = LlavaTrainModule(model)
     args = training_arguments(recipe, out_dir, max_steps, deepspeed)
-    trainer = make_trainer(module, args, dataset, Collator(bundle.tokenizer.pad_token_id or 0, recipe.max_length),
-                           recipe, modality_lengths(samples))
-    has_checkpoint = resume and any(out_dir.glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    collator = Collator(bundle.tokenizer.pad_token_id or 0, recipe.max_length, recipe.pad_to_multiple_of)
+    trainer = make_trainer(module, args, dataset, collator, recipe, modality_lengths(samples))
+    checkpoints = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    resumed_from = checkpoints[-1].name if resume and checkpoints else None
+    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resumed_from else None)
+    if trainer.is_world_process_zero():
+        (out_dir / "train_summary.json").write_text(json.dumps({
+            "global_step": trainer.state.global_step, "resumed_from": resumed_from, "samples": len(samples),
+            "mismatches": len(mismatches), "log_history": trainer.state.log_history}, indent=2) + "\n")
     return save_result(trainer, bundle, model, recipe, out_dir)
 
 
