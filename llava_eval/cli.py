@@ -9,7 +9,8 @@ import sys
 
 import click
 
-MODEL_HELP = "Checkpoint directory (llava-hf or original LLaVA format) or preset name (e.g. tiny)."
+MODEL_HELP = ("Checkpoint directory (llava-hf or original LLaVA format), built-in checkpoint (tiny-shapes) "
+              "or preset name (tiny: random weights).")
 
 
 def user_errors(fn):
@@ -34,7 +35,7 @@ def user_errors(fn):
 
 def model_options(fn):
     options = [
-        click.option("--model", "model", default="tiny", show_default=True, help=MODEL_HELP),
+        click.option("--model", "model", default="tiny-shapes", show_default=True, help=MODEL_HELP),
         click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)."),
         click.option("--dtype", default="auto", show_default=True,
                      type=click.Choice(["auto", "float32", "float16", "bfloat16"]),

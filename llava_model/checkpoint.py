@@ -112,10 +112,10 @@ def _is_original(config: dict) -> bool:
 
 def _load_preset(name: str, torch_dtype: torch.dtype, seed: int) -> LlavaBundle:
     from .model import build_llava
-    from .presets import get_preset, llava_config
+    from .presets import TINY_TEXT, get_preset, llava_config
 
     preset = get_preset(name)
-    if name != "tiny":
+    if preset.text is not TINY_TEXT:
         raise CheckpointError(
             f"preset {name!r} has no bundled tokenizer or weights; pass a checkpoint directory "
             "(build random weights in code with llava_model.presets/model for speed tests)")

@@ -62,6 +62,7 @@ class StageRecipe:
     save_steps: int = 500  # checkpoint every this many optimizer steps
     unfreeze_vision: bool = False  # also train the CLIP tower (frozen in both stages of the paper)
     data_fraction: float = 1.0  # train on a seeded random subset of this fraction of the data
+    logging_steps: int = 10  # log loss and learning rate every this many optimizer steps
     pad_to_multiple_of: int = 1  # pad batch length up to a multiple of this (1 = longest, as the original)
     seed: int = 42  # seed of the Trainer, the data subset and the sampler
 

@@ -236,7 +236,7 @@ def training_arguments(recipe, out_dir: Path, max_steps: int | None, deepspeed: 
         gradient_accumulation_steps=recipe.gradient_accumulation_steps, learning_rate=recipe.learning_rate,
         lr_scheduler_type=recipe.lr_scheduler, warmup_steps=recipe.warmup_ratio, weight_decay=recipe.weight_decay,
         num_train_epochs=recipe.epochs, max_steps=max_steps or -1, save_steps=recipe.save_steps,
-        save_total_limit=2, logging_steps=getattr(recipe, "logging_steps", 10), seed=recipe.seed, data_seed=recipe.seed,
+        save_total_limit=2, logging_steps=recipe.logging_steps, seed=recipe.seed, data_seed=recipe.seed,
         bf16=on_gpu and recipe.bf16, tf32=None, use_cpu=not on_gpu, deepspeed=deepspeed,
         activation_checkpointing=on_gpu and recipe.gradient_checkpointing, report_to=[],
         remove_unused_columns=False, dataloader_num_workers=getattr(recipe, "dataloader_workers", 0),

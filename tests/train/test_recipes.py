@@ -85,8 +85,9 @@ def test_lora_recipe_differs_from_full_only_in_lora_settings():
 
 def test_tiny_recipe():
     s1, s2 = load_recipe("tiny-shapes")
-    assert (s1.data_path, s2.data_path) == ("synthetic:stage1", "synthetic:stage2")
-    assert s1.model_init == s2.model_init == "tiny"
+    assert s1.data_path.startswith("synthetic:stage1:") and s2.data_path.startswith("synthetic:stage2:")
+    assert s1.model_init == s2.model_init == "tiny-112"
+    assert (s1.template, s1.image_mode, s2.template, s2.image_mode) == ("plain", "crop", "vicuna_v1", "pad")
     for s in (s1, s2):
         assert s.deepspeed is None and s.bf16 is False and s.unfreeze_vision is True and s.world_size == 1
     assert "unfreeze_vision" in read_recipe("tiny-shapes").description

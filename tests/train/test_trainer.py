@@ -16,7 +16,7 @@ from train.trainer import TRAINABLE_FILE, run_stage
 def small(stage: int, **changes):
     recipe = load_recipe("tiny-shapes")[stage - 1]
     base = dict(data_path=f"synthetic:stage{stage}:24", per_device_batch_size=4, global_batch_size=4,
-                gradient_accumulation_steps=1, save_steps=2, epochs=1.0, max_length=1024)
+                gradient_accumulation_steps=1, save_steps=2, epochs=1.0, max_length=1024, logging_steps=2)
     base.update(changes)
     return dataclasses.replace(recipe, **base)
 

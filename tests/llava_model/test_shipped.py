@@ -1,0 +1,38 @@
+"""The checkpoint that ships in the package (`tiny-shapes`, trained by `llava-train tiny-shapes`): it
+loads by name with no download, stays small, and answers the synthetic benchmarks better than chance,
+so a regression in preprocessing, prompting or decoding shows up as a score drop."""
+
+from __future__ import annotations
+
+import pytest
+
+from llava_eval.runner import run
+from llava_model.checkpoint import BUILTIN_CHECKPOINTS, load_bundle
+
+ROWS = 96
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_bundle("tiny-shapes", device="cpu")
+
+
+def test_ships_small_safetensors():
+    files = list(BUILTIN_CHECKPOINTS["tiny-shapes"].glob("*.safetensors"))
+    assert files and sum(f.stat().st_size for f in files) <= 15 * 2**20
+
+
+def test_records_template_and_preprocessing(shipped):
+    assert shipped.template.name == "vicuna_v1" and shipped.image_mode == "pad"
+
+
+@pytest.mark.parametrize("task,metric,chance", [
+    ("seed_image", "accuracy", 25.0),
+    ("mmbench_en_dev", "accuracy_vanilla", 25.0),
+])
+def test_beats_chance(shipped, tmp_path, task, metric, chance):
+    from llava_eval.engine import LlavaEngine
+
+    results = run(LlavaEngine(shipped, batch_size=16), [task], tmp_path, model_id="tiny-shapes", data="synthetic",
+                  limit=ROWS, echo=lambda *_: None)
+    assert results[task]["metrics"][metric] > chance + 10, results[task]["metrics"]
