@@ -103,18 +103,20 @@ class LlavaTrainModule(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+        # The LLaVA model under a peft wrapper, kept unregistered so its parameters are not listed twice.
+        object.__setattr__(self, "_llava", model.get_base_model() if hasattr(model, "get_base_model") else model)
 
     @property
     def config(self):
         return self.model.config
 
     def forward(self, input_ids, labels, attention_mask, pixel_values=None):
-        embeds = embed_inputs(self.model, input_ids, pixel_values)
+        embeds = embed_inputs(self._llava, input_ids, pixel_values)
         if pixel_values is None:
             # Reference: train.py feeds a zero image to text-only batches; running the tower keeps every
             # rank's graph the same under ZeRO-3 (its output contributes nothing).
-            size = self.model.config.vision_config.image_size
-            dummy = image_features(self.model, torch.zeros(1, 3, size, size, device=embeds.device))
+            size = self._llava.config.vision_config.image_size
+            dummy = image_features(self._llava, torch.zeros(1, 3, size, size, device=embeds.device))
             embeds = embeds + 0.0 * dummy.sum()
         return self.model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
 

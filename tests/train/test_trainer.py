@@ -63,3 +63,15 @@ def test_resume_continues_the_step_count(stage1, tmp_path):
     run_stage(small(2), out, init_from=stage1, max_steps=6)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["resumed_from"] == "checkpoint-4" and summary["global_step"] == 6
+
+
+def test_lora_stage2_merges_into_a_plain_checkpoint(stage1, tmp_path):
+    from llava_model.checkpoint import load_bundle
+    from train.recipes import LoraSpec
+
+    out = tmp_path / "lora"
+    result = run_stage(small(2, lora=LoraSpec(r=4, alpha=8, dropout=0.0), projector_lr=1e-3), out,
+                       init_from=stage1, max_steps=2)
+    bundle = load_bundle(str(result), device="cpu")
+    names = list(bundle.model.state_dict())
+    assert not any("lora" in n for n in names) and any("multi_modal_projector" in n for n in names)
