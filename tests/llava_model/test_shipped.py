@@ -27,12 +27,12 @@ def test_records_template_and_preprocessing(shipped):
 
 
 @pytest.mark.parametrize("task,metric,chance", [
-    ("seed_image", "accuracy", 25.0),
-    ("mmbench_en_dev", "accuracy_vanilla", 25.0),
+    ("seed_image", "accuracy", 25.0),  # four options
+    ("mmbench_en_dev", "accuracy", 6.0),  # circular: every rotation of a 2-4 option question right
 ])
 def test_beats_chance(shipped, tmp_path, task, metric, chance):
     from llava_eval.engine import LlavaEngine
 
     results = run(LlavaEngine(shipped, batch_size=16), [task], tmp_path, model_id="tiny-shapes", data="synthetic",
                   limit=ROWS, echo=lambda *_: None)
-    assert results[task]["metrics"][metric] > chance + 10, results[task]["metrics"]
+    assert results[task]["metrics"][metric] > chance + 12, results[task]["metrics"]
