@@ -330,7 +330,7 @@ def _load_original(path: Path, config: dict, vision_tower: str | None, torch_dty
         raise CheckpointError(f"cannot load the vision tower config {tower_src!r}: {_first_line(exc)}; "
                               "pass --vision-tower DIR with a local CLIP checkpoint") from None
     if not any(k.startswith("model.vision_tower.") for k in state):
-        state.update(_vision_tower_weights(tower_dir, tower_src))
+        state.update(vision_tower_weights(tower_dir, tower_src))
     cfg = _original_llava_config(config, vision_config)
     model = LlavaForConditionalGeneration(cfg)
     apply_projector_type(model)
@@ -345,7 +345,7 @@ def _load_original(path: Path, config: dict, vision_tower: str | None, torch_dty
                        image_mode, str(path))
 
 
-def _vision_tower_weights(tower_dir: Path, tower_src: str) -> dict:
+def vision_tower_weights(tower_dir: Path, tower_src: str) -> dict:
     """CLIP vision weights from the tower's own checkpoint, under the converted key names."""
     if not tower_dir.is_dir():
         from huggingface_hub import snapshot_download

@@ -151,11 +151,11 @@ def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     from llava_model.checkpoint import (
-        _vision_tower_weights,
         clip_image_processor,
         convert_original_keys,
         load_tokenizer,
         read_weights,
+        vision_tower_weights,
     )
 
     if not llm_dir.is_dir():
@@ -169,7 +169,7 @@ def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg)
     state = convert_original_keys(read_weights(llm_dir))
-    state.update(_vision_tower_weights(Path(tower), tower))
+    state.update(vision_tower_weights(Path(tower), tower))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "multi_modal_projector" not in k]
     if missing or unexpected:
