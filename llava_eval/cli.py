@@ -198,7 +198,7 @@ def score(task_name, data, predictions):
     from .scoring import read_answer_file
 
     task = get_task(task_name)
-    docs = load_docs(task, data)
+    docs = load_docs(task, data).without_images(task)
     answers = read_answer_file(Path(predictions), task, docs)
     metrics, _ = task.score(list(docs), answers)
     click.echo(json.dumps(metrics, ensure_ascii=False, default=str))
@@ -229,7 +229,7 @@ def submit(run_dir, task_name, out_file, data, extra_items):
     if not pred_file.is_file():
         raise TaskError(f"no predictions for {task_name} in {run_path}")
     config = json.loads((run_path / "config.json").read_text())
-    docs = load_docs(task, data or config.get("data", "synthetic"), limit=config.get("limit"))
+    docs = load_docs(task, data or config.get("data", "synthetic"), limit=config.get("limit")).without_images(task)
     texts, _ = read_predictions(pred_file)
     extra = {}
     for item in extra_items:

@@ -31,6 +31,16 @@ class Docs(Sequence):
             return [self[i] for i in range(*index.indices(len(self)))]
         return dict(self._rows[index])
 
+    def without_images(self, task: Task) -> Docs:
+        """The same rows without the task's image columns: ids, scoring and submissions never need the
+        images, and a hub split's image bytes would otherwise be read (and held) for every row."""
+        columns = [c for c, kind in task.schema.items() if kind.rstrip("?") in ("image", "images")]
+        rows = self._rows
+        if hasattr(rows, "column_names"):
+            drop = [c for c in columns if c in rows.column_names]
+            return Docs(rows.remove_columns(drop) if drop else rows, self.source)
+        return Docs([{k: v for k, v in dict(r).items() if k not in columns} for r in rows], self.source)
+
 
 def load_docs(task: Task, data: str = "synthetic", *, data_root: str | None = None, limit: int | None = None,
               seed: int = 0) -> Docs:

@@ -98,7 +98,8 @@ def build_requests(task: Task, docs: Docs, indices, data_root: Path | None):
 def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_id: str,
                   data_root: Path | None, progress=None) -> None:
     done, _ = read_predictions(pred_file)
-    todo = [i for i in range(len(docs)) if task.doc_id(docs[i], i) not in done]
+    light = docs.without_images(task)
+    todo = [i for i in range(len(light)) if task.doc_id(light[i], i) not in done]
     out = Appender(pred_file)
     try:
         for start in range(0, len(todo), CHUNK):
@@ -117,7 +118,7 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
 
 def score_task(task: Task, docs: Docs, pred_file: Path) -> dict:
     texts, errors = read_predictions(pred_file)
-    metrics, _ = task.score(list(docs), texts)
+    metrics, _ = task.score(list(docs.without_images(task)), texts)
     metrics["n_errors"] = len(errors)
     if errors:
         metrics["errors"] = dict(list(errors.items())[:20])
