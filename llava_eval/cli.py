@@ -160,24 +160,39 @@ def _row_count(task) -> str:
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="Rows per task (synthetic: rows drawn).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", "out_dir", default=None, type=click.Path(), help="Run directory (default runs/<time>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (which must exist); a rerun into the "
+              "same directory resumes too. Refused when the model, settings or prompts changed.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
 @user_errors
 def run(model, device, dtype, template, image_mode, vision_tower, task_list, suite, data, data_root, limit,
-        batch_size, out_dir):
+        batch_size, out_dir, resume, progress):
     """Generate answers for tasks and score them into a run directory."""
     import time
     from pathlib import Path
 
+    from llava_model.errors import UserError
     from tasks.registry import resolve
 
     from .engine import LlavaEngine
     from .runner import run as run_tasks
+    from .runstate import environment, model_fingerprint
 
     names = resolve(task_list, suite)
+    if resume and not (out_dir and (Path(out_dir) / "config.json").is_file()):
+        raise UserError("--resume needs --out naming an existing run directory (with config.json)")
     out = Path(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     bundle = load_from_options(model, device, dtype, template, image_mode, vision_tower)
-    click.echo(f"model {bundle.source}; {len(names)} tasks; data {data}; run directory {out}")
-    run_tasks(LlavaEngine(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
-              data_root=data_root, limit=limit, batch_size=batch_size, echo=click.echo)
+    fingerprint = model_fingerprint(bundle)
+    click.echo(f"model {bundle.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; "
+               f"run directory {out}")
+    try:
+        run_tasks(LlavaEngine(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
+                  data_root=data_root, limit=limit, batch_size=batch_size, echo=click.echo, model_fp=fingerprint,
+                  env=environment(bundle), progress=progress)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
+                   "(or add --resume) to continue", err=True)
+        sys.exit(130)
     click.echo(f"results: {out / 'results.json'}")
 
 

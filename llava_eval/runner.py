@@ -1,13 +1,18 @@
 """Generate, then score: runs tasks into a run directory.
 
-    <out>/config.json                 resolved settings and versions, written before any work
-    <out>/<task>/predictions.jsonl    one line per doc in the original LLaVA answer-file format, appended
-                                      (flushed and fsynced) as each batch finishes
-    <out>/<task>/metrics.json         written when the task finishes
+    <out>/config.json                 settings, versions, fingerprints and command line, written before any
+                                      work and extended on every resume
+    <out>/.lock                       held while a run writes here: a second run into the folder is refused
+    <out>/<task>/predictions.jsonl    one line per doc in the original LLaVA answer-file format plus `fp`
+                                      (fingerprints), appended (flushed and fsynced) as each batch finishes
+    <out>/<task>/items.jsonl          per-doc prediction, parsed answer, gold and score
+    <out>/<task>/metrics.json         written the moment the task finishes, with a bootstrap interval
     <out>/results.json                all finished tasks
 
-A rerun into the same directory skips docs already answered. Images that cannot be read become error
-lines for their doc (id and reason), counted in the metrics; they never stop the run.
+A rerun into the same directory resumes: docs with a stored prediction are skipped when its fingerprints
+(model, generation settings, task version, prompt, image) still hold, and the run is refused when one does
+not. A last line torn by a crash is repaired. Images that cannot be read become error lines for their doc
+(id and reason), counted in the metrics and retried on the next rerun; they never stop the run.
 """
 
 from __future__ import annotations
@@ -15,8 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import sys
+import random
 import time
 from pathlib import Path
 
@@ -25,8 +29,17 @@ from tasks.registry import get_task
 
 from .data import Docs, load_docs, resolve_image
 from .request import Model
+from .runstate import (
+    RunLock,
+    check_fingerprints,
+    digest,
+    environment,
+    image_fingerprint,
+    load_prediction_rows,
+    settings_fingerprint,
+)
 
-CHUNK = 64
+IMAGE_CHECKS = 32  # stored predictions per task whose images are re-read and compared on resume
 
 
 def write_json(path: Path, obj) -> None:
@@ -42,22 +55,14 @@ def _json_default(obj):
 
 
 def read_predictions(path: Path) -> tuple[dict, dict]:
-    """(doc id -> text, doc id -> error) from a predictions file; later lines win."""
+    """(doc id -> text, doc id -> error) from a predictions file; later lines win, a torn last line is
+    ignored."""
     texts, errors = {}, {}
-    if not path.is_file():
-        return texts, errors
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise TaskError(f"{path}:{number}: not valid JSON") from None
+    for doc_id, row in load_prediction_rows(path).items():
         if "error" in row:
-            errors[row["question_id"]] = row["error"]
+            errors[doc_id] = row["error"]
         else:
-            texts[row["question_id"]] = row["text"]
-            errors.pop(row["question_id"], None)
+            texts[doc_id] = row["text"]
     return texts, errors
 
 
@@ -95,68 +100,158 @@ def build_requests(task: Task, docs: Docs, indices, data_root: Path | None):
     return requests, errors
 
 
+def prompt_fp(task: Task, doc: dict) -> str:
+    """The task's text for the row and its image preprocessing (the image bytes have their own fingerprint)."""
+    return digest(task.prompt(doc), task.image_mode)
+
+
+def task_fingerprints(task: Task, model_fp: str) -> dict:
+    from .request import GenerationSettings
+
+    return {"model": model_fp, "settings": settings_fingerprint(GenerationSettings(max_new_tokens=task.max_new_tokens)),
+            "task_version": task.version}
+
+
+def _check_stored(task: Task, docs: Docs, light: Docs, pred_file: Path, rows: dict, expected: dict,
+                  data_root: Path | None) -> None:
+    """Refuse stored answers made under other settings, another prompt, or (checked on a sample) another image."""
+    answered = {k: v for k, v in rows.items() if "text" in v}
+    index_of = {task.doc_id(light[i], i): i for i in range(len(light))}
+    per_doc = {d: {"prompt": prompt_fp(task, light[i])} for d, i in index_of.items() if d in answered}
+    sample = sorted(per_doc, key=str)
+    random.Random(0).shuffle(sample)
+    for doc_id in sample[:IMAGE_CHECKS]:
+        requests, _ = build_requests(task, docs, [index_of[doc_id]], data_root)
+        if requests:
+            per_doc[doc_id]["image"] = image_fingerprint(requests[0].images)
+    check_fingerprints(pred_file, answered, expected, per_doc)
+
+
 def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_id: str,
-                  data_root: Path | None, progress=None) -> None:
-    done, _ = read_predictions(pred_file)
+                  data_root: Path | None, model_fp: str | None = None, batch_size: int = 8, progress=None) -> int:
+    """Answer the docs of `task` that have no stored answer; returns how many were generated."""
+    expected = task_fingerprints(task, model_fp or digest(model_id))
+    rows = load_prediction_rows(pred_file, repair=True)
     light = docs.without_images(task)
-    todo = [i for i in range(len(light)) if task.doc_id(light[i], i) not in done]
+    _check_stored(task, docs, light, pred_file, rows, expected, data_root)
+    todo = [i for i in range(len(light)) if "text" not in rows.get(task.doc_id(light[i], i), {})]
+    if progress is not None:
+        progress.reset(total=len(light))
+        progress.update(len(light) - len(todo))
     out = Appender(pred_file)
     try:
-        for start in range(0, len(todo), CHUNK):
-            requests, errors = build_requests(task, docs, todo[start:start + CHUNK], data_root)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            requests, errors = build_requests(task, docs, chunk, data_root)
             texts = model.generate(requests) if requests else []
-            rows = [{"question_id": r.doc_id, "prompt": r.messages[-1].text, "text": t, "model_id": model_id,
-                     "task": task.name, "task_version": task.version}
-                    for r, t in zip(requests, texts, strict=True)]
-            rows += [{"question_id": d, "error": e, "task": task.name} for d, e in errors]
-            out.write(rows)
-            if progress:
-                progress(len(rows))
+            index_of = {task.doc_id(light[i], i): i for i in chunk}
+            lines = []
+            for request, text in zip(requests, texts, strict=True):
+                fp = dict(expected, prompt=prompt_fp(task, light[index_of[request.doc_id]]),
+                          image=image_fingerprint(request.images))
+                lines.append({"question_id": request.doc_id, "prompt": request.messages[-1].text, "text": text,
+                              "model_id": model_id, "task": task.name, "task_version": task.version, "fp": fp})
+            lines += [{"question_id": d, "error": e, "task": task.name} for d, e in errors]
+            out.write(lines)
+            if progress is not None:
+                progress.update(len(chunk))
     finally:
         out.close()
+    return len(todo)
 
 
-def score_task(task: Task, docs: Docs, pred_file: Path) -> dict:
+def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None = None) -> dict:
+    """Metrics of the stored predictions, with a bootstrap interval of the primary metric; the per-doc items
+    go to `items_file` when given."""
+    from .stats import bootstrap_ci
+
     texts, errors = read_predictions(pred_file)
-    metrics, _ = task.score(list(docs.without_images(task)), texts)
+    light = list(docs.without_images(task))
+    metrics, items = task.score(light, texts)
     metrics["n_errors"] = len(errors)
     if errors:
         metrics["errors"] = dict(list(errors.items())[:20])
+    ci = bootstrap_ci(task, light, items)
+    if ci is not None:
+        metrics["ci95"] = ci
+    if items_file is not None:
+        write_items(items_file, task, light, items)
     return metrics
 
 
-def run_config(model_id: str, names: list[str], data: str, limit: int | None, batch_size: int) -> dict:
-    from importlib.metadata import version
+def write_items(path: Path, task: Task, docs: list[dict], items: list) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for doc, item in zip(docs, items, strict=True):
+            f.write(json.dumps({"question_id": item.doc_id, "prediction": item.prediction, "parsed": item.parsed,
+                                "gold": task.gold_text(doc), "score": item.score}, ensure_ascii=False,
+                               default=str) + "\n")
+    os.replace(tmp, path)
 
-    return {
-        "model": model_id, "tasks": {n: get_task(n).version for n in names}, "data": data, "limit": limit,
-        "batch_size": batch_size, "llava_eval": version("llava-eval"), "python": platform.python_version(),
-        "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+
+def read_items(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise TaskError(f"{path} not found (score the run first: llava-eval run into it again)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run_config(model_id: str, names: list[str], data: str, limit: int | None, batch_size: int,
+               model_fp: str | None = None, env: dict | None = None) -> dict:
+    return {"model": model_id, "model_fingerprint": model_fp, "tasks": {n: get_task(n).version for n in names},
+            "data": data, "limit": limit, "batch_size": batch_size, **(env or environment())}
+
+
+def _update_config(path: Path, fresh: dict) -> None:
+    """First run: write `fresh`. Resume: keep the first record, add the new tasks and a `resumes` entry."""
+    if not path.is_file():
+        write_json(path, fresh)
+        return
+    config = json.loads(path.read_text())
+    config["tasks"] = {**config.get("tasks", {}), **fresh["tasks"]}
+    config.setdefault("resumes", []).append({k: fresh.get(k) for k in ("started", "command", "git_commit",
+                                                                       "llava_eval", "batch_size")})
+    write_json(path, config)
 
 
 def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: str = "synthetic",
-        data_root: str | None = None, limit: int | None = None, batch_size: int = 8, echo=print) -> dict:
+        data_root: str | None = None, limit: int | None = None, batch_size: int = 8, echo=print,
+        model_fp: str | None = None, env: dict | None = None, progress: bool | None = None) -> dict:
+    """Run `names` into `out_dir` (resuming what is there); `progress` None shows bars on a terminal only."""
+    from tqdm.auto import tqdm
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", run_config(model_id, names, data, limit, batch_size))
-    # Rows of the original LLaVA layout hold image paths relative to that folder.
-    root = Path(data_root) if data_root else (Path(data[len("llava:"):]) if data.startswith("llava:") else None)
-    results_file = out_dir / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    for name in names:
-        task = get_task(name)
-        docs = load_docs(task, data, data_root=data_root, limit=limit)
-        task_dir = out_dir / name
-        started = time.perf_counter()
-        generate_task(task, docs, model, task_dir / "predictions.jsonl", model_id, root)
-        metrics = score_task(task, docs, task_dir / "predictions.jsonl")
-        entry = {"task": name, "version": task.version, "data": docs.source, "primary_metric": task.primary_metric,
-                 "scored_locally": task.scored_locally, "metrics": metrics,
-                 "seconds": round(time.perf_counter() - started, 2)}
-        write_json(task_dir / "metrics.json", entry)
-        results[name] = entry
-        write_json(results_file, results)
-        echo(format_row(entry))
+    with RunLock(out_dir):
+        _update_config(out_dir / "config.json", run_config(model_id, names, data, limit, batch_size, model_fp, env))
+        # Rows of the original LLaVA layout hold image paths relative to that folder.
+        root = Path(data_root) if data_root else (Path(data[len("llava:"):]) if data.startswith("llava:") else None)
+        results_file = out_dir / "results.json"
+        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+        disable = None if progress is None else not progress
+        suite = tqdm(total=len(names), desc="suite", unit="task", position=0, disable=disable, leave=False)
+        bar = tqdm(total=0, unit="q", position=1, disable=disable, leave=False, dynamic_ncols=True)
+        try:
+            for name in names:
+                task = get_task(name)
+                bar.set_description(name)
+                docs = load_docs(task, data, data_root=data_root, limit=limit)
+                task_dir = out_dir / name
+                task_dir.mkdir(exist_ok=True)
+                started = time.perf_counter()
+                generated = generate_task(task, docs, model, task_dir / "predictions.jsonl", model_id, root,
+                                          model_fp=model_fp, batch_size=batch_size, progress=bar)
+                metrics = score_task(task, docs, task_dir / "predictions.jsonl", task_dir / "items.jsonl")
+                entry = {"task": name, "version": task.version, "data": docs.source,
+                         "primary_metric": task.primary_metric, "scored_locally": task.scored_locally,
+                         "metrics": metrics, "generated": generated,
+                         "seconds": round(time.perf_counter() - started, 2)}
+                write_json(task_dir / "metrics.json", entry)
+                results[name] = entry
+                write_json(results_file, results)
+                suite.update(1)
+                (tqdm.write if not suite.disable else echo)(format_row(entry))
+        finally:
+            bar.close()
+            suite.close()
     return results
 
 
@@ -165,10 +260,13 @@ def format_row(entry: dict) -> str:
     value = m.get(entry["primary_metric"])
     shown = "n/a (server/judge)" if not entry["scored_locally"] else (
         "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}")
+    ci = m.get("ci95")
+    if ci and entry["scored_locally"]:
+        shown += f" [{ci['low']:.2f}, {ci['high']:.2f}]"
     flags = []
     if m.get("n_missing"):
         flags.append(f"{m['n_missing']} missing")
     if m.get("n_errors"):
         flags.append(f"{m['n_errors']} image errors")
-    return (f"{entry['task']:18} {entry['primary_metric']:14} {shown:>18}  n={m.get('n_docs', 0)}"
+    return (f"{entry['task']:18} {entry['primary_metric']:14} {shown:>34}  n={m.get('n_docs', 0)}"
             + (f"  ({', '.join(flags)})" if flags else ""))

@@ -103,6 +103,19 @@ class Task:
         scores = [it.score for it in items if it.score is not None]
         return {"accuracy": 100.0 * sum(scores) / len(scores) if scores else math.nan}
 
+    # ---- statistics -------------------------------------------------------------------------------
+    bootstrap_unit_name: ClassVar[str] = "doc"
+
+    def bootstrap_unit(self, doc: dict, index: int):
+        """Key of the group of rows the bootstrap resamples together (llava_eval.stats); the default, one
+        row. Tasks whose metric scores groups of rows (circular copies, question pairs) return the group."""
+        return index
+
+    def bootstrap_stratum(self, doc: dict):
+        """Stratum the bootstrap draws this row's unit within; None (one stratum) unless the metric
+        combines per-split scores."""
+        return None
+
     def score(self, docs: list[dict], predictions: dict) -> tuple[dict, list[Item]]:
         """Score raw predictions keyed by doc id. A missing prediction is scored like an empty answer
         (as the original scripts do when a line is absent) and counted in `n_missing`. A judged task

@@ -95,6 +95,11 @@ def base_index(doc: dict) -> int:
         raise TaskError(f"MMBench index {doc['index']!r} is not an integer") from None
 
 
+def group_key(doc: dict):
+    """The circular group of a row; copies made by a bootstrap draw (`_copy`) are groups of their own."""
+    return (doc.get("_copy", 0), base_index(doc))
+
+
 def _circular(groups: dict) -> float:
     """Reference: MMBench CircularEval: a question counts only if every one of its rows is right."""
     verdicts = [all(s == 1.0 for s in scores) for scores in groups.values()]
@@ -133,13 +138,18 @@ class MMBench(Task):
     def gold_text(self, doc: dict) -> str:
         return str(doc["answer"]).strip()
 
+    bootstrap_unit_name = "question (all circular copies)"
+
+    def bootstrap_unit(self, doc: dict, index: int):
+        return base_index(doc)
+
     def aggregate(self, docs: list[dict], items: list[Item]) -> dict:
-        by_base: dict[int, list[float]] = defaultdict(list)
-        first_row: dict[int, dict] = {}
+        by_base: dict[tuple, list[float]] = defaultdict(list)
+        first_row: dict[tuple, dict] = {}
         for doc, item in zip(docs, items, strict=True):
             if item.score is not None:
-                by_base[base_index(doc)].append(item.score)
-                first_row.setdefault(base_index(doc), doc)
+                by_base[group_key(doc)].append(item.score)
+                first_row.setdefault(group_key(doc), doc)
         scores = [s for group in by_base.values() for s in group]
         out = {"accuracy": _circular(by_base),
                "accuracy_vanilla": 100.0 * sum(scores) / len(scores) if scores else math.nan,

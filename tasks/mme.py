@@ -87,12 +87,20 @@ class MME(Task):
     def gold_text(self, doc: dict) -> str:
         return doc["answer"].strip().capitalize()
 
+    bootstrap_unit_name = "image (question pair)"
+
+    def bootstrap_unit(self, doc: dict, index: int):
+        return doc["category"], str(doc["question_id"])
+
+    def bootstrap_stratum(self, doc: dict):
+        return doc["category"]
+
     def aggregate(self, docs: list[dict], items: list[Item]) -> dict:
         # acc+ pairs the questions of one image: same subtask and same question_id (the original pairs
         # consecutive lines of a subtask file, which are the two questions of an image in llava_mme.jsonl).
         groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for doc, item in zip(docs, items, strict=True):
-            groups[doc["category"]][str(doc["question_id"])].append(item.score)
+            groups[doc["category"]][pair_key(doc)].append(item.score)
         subtasks = {name: subtask_score(g) for name, g in sorted(groups.items())}
         out: dict = {}
         for key, names in (("perception", PERCEPTION), ("cognition", COGNITION)):
@@ -200,3 +208,10 @@ def read_ground_truth(release: Path) -> dict[tuple[str, str, str], str]:
                 elif line.strip():
                     raise TaskError(f"mme: {txt}: expected 'question<TAB>answer', got {line[:60]!r}")
     return truth
+
+
+def pair_key(doc: dict) -> str:
+    """The acc+ pair of a row; a bootstrap draw that repeats a pair marks each copy (`_copy`), so the copies
+    stay separate pairs instead of one group of four."""
+    key = str(doc["question_id"])
+    return f"{key}#{doc['_copy']}" if "_copy" in doc else key

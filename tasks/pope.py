@@ -73,6 +73,9 @@ class Pope(Task):
     def gold_text(self, doc: dict) -> str:
         return doc["answer"].capitalize()
 
+    def bootstrap_stratum(self, doc: dict):
+        return doc["category"]
+
     def aggregate(self, docs: list[dict], items: list[Item]) -> dict:
         out: dict = {}
         f1s = []

@@ -1,0 +1,227 @@
+"""What makes a run directory safe to resume: a lock against two writers, fingerprints that refuse to mix
+answers made under different settings, a predictions reader that repairs a torn last line, and the
+environment record of `config.json`.
+
+Every prediction line carries `fp`: the fingerprints of its prompt (the rendered conversation and the
+images' bytes), the generation settings, the task version and the model. On a rerun into the same
+directory, lines whose fingerprints still hold are kept and their docs skipped; any difference stops
+the run and names the setting that changed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from llava_model.errors import UserError
+
+LOCK_NAME = ".lock"
+_DESCRIBE = {"model": "a different model (weights, tokenizer, template or image preprocessing)",
+             "settings": "different generation settings", "task_version": "a different task version",
+             "prompt": "prompt",
+             "image": "image"}
+
+
+class RunStateError(UserError):
+    pass
+
+
+# ---- lock -----------------------------------------------------------------------------------------------
+class RunLock:
+    """An exclusive `flock` on `<run dir>/.lock`: a second run into the same directory is refused while the
+    first is alive. The kernel drops the lock when its holder dies, even by SIGKILL, so a killed run never
+    leaves a stale lock behind."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.file = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = self.path.open("a+")
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            self.file = None
+            raise RunStateError(f"run directory {self.path.parent} is in use by {holder}; wait for it to finish "
+                                "or choose another --out") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+
+# ---- fingerprints ---------------------------------------------------------------------------------------
+def digest(*parts) -> str:
+    """Short sha256 over the parts (bytes as they are, anything else as JSON)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(bundle, samples_per_tensor: int = 4096) -> str:
+    """Fingerprint of everything about a loaded model that can change an answer: every tensor's name,
+    dtype, shape and an evenly strided sample of its values, the vocabulary, the template and the image
+    preprocessing. Cheap for a 13B model (a few thousand values per tensor), yet any retraining or
+    conversion change shows."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(bundle.model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // samples_per_tensor)
+        sample = flat[::step][:samples_per_tensor].to("cpu", torch.float32).contiguous()
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        h.update(sample.numpy().tobytes())
+    tok = bundle.tokenizer
+    h.update(digest(len(tok), sorted(tok.get_vocab().items())[:50000], bundle.template.name,
+                    bundle.image_mode).encode())
+    return h.hexdigest()[:16]
+
+
+def settings_fingerprint(settings) -> str:
+    return digest(asdict(settings))
+
+
+def prompt_fingerprint(request) -> str:
+    """The conversation turns (role and text) and the request's image preprocessing; the template that
+    renders them is part of the model fingerprint."""
+    return digest([[m.role, m.text] for m in request.messages], request.image_mode)
+
+
+def image_fingerprint(images) -> str:
+    """The images' content: raw bytes, a file's bytes, or a PIL image's pixels."""
+    return digest(*(_image_bytes(im) for im in images))
+
+
+def _image_bytes(image) -> bytes:
+    if isinstance(image, bytes):
+        return image
+    if isinstance(image, str | os.PathLike):
+        return Path(image).read_bytes()
+    if hasattr(image, "tobytes"):  # PIL image
+        return f"{image.mode}{image.size}".encode() + image.tobytes()
+    raise TypeError(f"cannot fingerprint image of type {type(image).__name__}")
+
+
+def check_fingerprints(path: Path, rows: dict, expected: dict, per_doc: dict | None = None) -> None:
+    """Refuse when a stored prediction was made under other settings than `expected` (model, settings,
+    task_version), or when for a doc id in `per_doc` the stored fingerprints differ from the given ones
+    (prompt, image). Lines without fingerprints (written by another tool) are refused too: their
+    provenance is unknown."""
+    for doc_id, row in rows.items():
+        fp = row.get("fp")
+        if not isinstance(fp, dict):
+            raise RunStateError(f"{path}: the prediction for {doc_id!r} has no fingerprints (not written by "
+                                "llava-eval run); use a new --out")
+        for key, value in expected.items():
+            if fp.get(key) != value:
+                raise RunStateError(
+                    f"{path}: the stored predictions were made with {_DESCRIBE[key]} "
+                    f"({key} fingerprint {fp.get(key)} here, {value} now); resuming would mix results. "
+                    "Use a new --out, or delete this task's folder to start it over")
+        for key, value in (per_doc or {}).get(doc_id, {}).items():
+            if fp.get(key) != value:
+                raise RunStateError(
+                    f"{path}: the {_DESCRIBE[key]} of {doc_id!r} changed since its prediction was made "
+                    f"({key} fingerprint {fp.get(key)} here, {value} now); use a new --out, or delete this "
+                    "task's folder to start it over")
+
+
+# ---- predictions file -----------------------------------------------------------------------------------
+def load_prediction_rows(path: Path, repair: bool = False) -> dict:
+    """doc id -> last line for that doc. A last line cut off by a crash (no newline, not valid JSON) is
+    cut away when `repair` is set (the resume path) and ignored otherwise; a broken line anywhere else
+    is an error."""
+    rows: dict = {}
+    if not path.is_file():
+        return rows
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # text after the last newline: empty for a file that ends cleanly
+    if tail.strip():
+        try:
+            json.loads(tail)
+            lines.append(tail)  # a complete line that only lacks its newline
+        except json.JSONDecodeError:
+            if repair:
+                keep = len(data) - len(tail)
+                with path.open("r+b") as f:
+                    f.truncate(keep)
+                    f.flush()
+                    os.fsync(f.fileno())
+                print(f"repaired {path}: removed a partial last line ({len(tail)} bytes) left by an interrupted "
+                      "write", file=sys.stderr)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise RunStateError(f"{path}:{number}: not valid JSON (the file is damaged; delete the line or "
+                                "the file to redo those docs)") from None
+        if not isinstance(row, dict) or "question_id" not in row:
+            raise RunStateError(f"{path}:{number}: expected a JSON object with a question_id")
+        rows[row["question_id"]] = row
+    return rows
+
+
+# ---- environment ----------------------------------------------------------------------------------------
+def environment(bundle=None) -> dict:
+    """Versions and provenance recorded in config.json."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    env = {"llava_eval": ver("llava-eval"), "git_commit": git_commit(), "python": platform.python_version(),
+           "torch": ver("torch"), "transformers": ver("transformers"), "platform": platform.platform(),
+           "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if bundle is not None:
+        param = next(bundle.model.parameters())
+        env.update(device=str(param.device), dtype=str(param.dtype).removeprefix("torch."),
+                   device_name=_device_name(param.device))
+    return env
+
+
+def git_commit() -> str | None:
+    """Commit of the source tree this package runs from (with `-dirty` for local changes); None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
