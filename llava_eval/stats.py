@@ -1,17 +1,18 @@
 """Uncertainty of every locally scored metric, and paired comparisons of two runs.
 
 Intervals are percentile bootstraps (seeded, so a rerun prints the same interval) over the task's
-resampling unit: one doc, or for MMBench all circular copies of a question and for MME the two questions
-of an image, because those metrics score the group, not the row. Units are drawn within strata where the
-metric combines splits (POPE's three categories, MME's subtasks), so every draw holds every split. A draw that repeats a unit gets a fresh
-copy number (`_copy`), so the task's own aggregate sees the repeats as distinct groups. When a task's
-primary metric is the mean item score, the resampling runs vectorised in numpy; otherwise every draw
-calls the task's aggregate.
+resampling unit: one doc, or for MMBench all circular copies of a question and for MME the two
+questions of an image, because those metrics score the group, not the row. Units are drawn within
+strata where the metric combines splits (POPE's three categories, MME's subtasks), so every draw
+holds every split. A draw that repeats a unit gets a fresh copy number (`_copy`), so the task's own
+aggregate sees the repeats as distinct groups. When a task's primary metric is the mean item score,
+the resampling runs vectorised in numpy; otherwise every draw calls the task's aggregate.
 """
 
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 N_BOOT = 1000
