@@ -196,9 +196,9 @@ def read_items(path: Path) -> list[dict]:
 
 
 def run_config(model_id: str, names: list[str], data: str, limit: int | None, batch_size: int,
-               model_fp: str | None = None, env: dict | None = None) -> dict:
+               model_fp: str | None = None, env: dict | None = None, data_root: str | None = None) -> dict:
     return {"model": model_id, "model_fingerprint": model_fp, "tasks": {n: get_task(n).version for n in names},
-            "data": data, "limit": limit, "batch_size": batch_size, **(env or environment())}
+            "data": data, "data_root": data_root, "limit": limit, "batch_size": batch_size, **(env or environment())}
 
 
 def _update_config(path: Path, fresh: dict) -> None:
@@ -221,7 +221,8 @@ def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: s
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir):
-        _update_config(out_dir / "config.json", run_config(model_id, names, data, limit, batch_size, model_fp, env))
+        _update_config(out_dir / "config.json", run_config(model_id, names, data, limit, batch_size, model_fp, env,
+                                                                  data_root))
         # Rows of the original LLaVA layout hold image paths relative to that folder.
         root = Path(data_root) if data_root else (Path(data[len("llava:"):]) if data.startswith("llava:") else None)
         results_file = out_dir / "results.json"
@@ -270,3 +271,22 @@ def format_row(entry: dict) -> str:
         flags.append(f"{m['n_errors']} image errors")
     return (f"{entry['task']:18} {entry['primary_metric']:14} {shown:>34}  n={m.get('n_docs', 0)}"
             + (f"  ({', '.join(flags)})" if flags else ""))
+
+
+def run_docs(run_dir: Path, name: str) -> tuple[Task, list[dict]]:
+    """A task of a finished run and its rows (without images), loaded from the source the run recorded."""
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise TaskError(f"{run_dir} is not a run directory (no config.json)")
+    config = json.loads(config_file.read_text())
+    task = get_task(name)
+    docs = load_docs(task, config.get("data", "synthetic"), data_root=config.get("data_root"),
+                     limit=config.get("limit"))
+    return task, list(docs.without_images(task))
+
+
+def finished_tasks(run_dir: Path) -> list[str]:
+    results_file = run_dir / "results.json"
+    if not results_file.is_file():
+        raise TaskError(f"{run_dir} has no results.json (no task of it has finished)")
+    return list(json.loads(results_file.read_text()))

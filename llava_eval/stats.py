@@ -139,3 +139,47 @@ def significance_label(p: float, alpha: float = 0.05) -> str:
         return "n/a"
     return "significant" if p < alpha else "not significant"
 
+
+
+def compare_runs(run_a, run_b, names: list[str] | None = None, n_boot: int = N_BOOT, seed: int = SEED) -> list[dict]:
+    """Per task finished in both runs: the primary metric of each on the docs both answered, the
+    difference with its paired-bootstrap interval and p-value, and McNemar where scores are right/wrong."""
+    from pathlib import Path
+
+    from tasks.base import TaskError
+
+    from .runner import finished_tasks, read_predictions, run_docs
+
+    run_a, run_b = Path(run_a), Path(run_b)
+    shared = [t for t in finished_tasks(run_a) if t in set(finished_tasks(run_b))]
+    if names:
+        missing = [n for n in names if n not in shared]
+        if missing:
+            raise TaskError(f"not finished in both runs: {', '.join(missing)}")
+        shared = names
+    rows = []
+    for name in shared:
+        task, docs = run_docs(run_a, name)
+        if not task.scored_locally or task.needs_judge:
+            continue
+        texts_a, _ = read_predictions(run_a / name / "predictions.jsonl")
+        texts_b, _ = read_predictions(run_b / name / "predictions.jsonl")
+        if task.doc_id_column is None:  # ids are row positions: a subset would renumber them
+            both = docs
+        else:
+            both = [d for i, d in enumerate(docs) if task.doc_id(d, i) in texts_a and task.doc_id(d, i) in texts_b]
+        if not both:
+            continue
+        _, items_a = task.score(both, texts_a)
+        _, items_b = task.score(both, texts_b)
+        row = {"task": name, "metric": task.primary_metric, "n_shared": len(both)}
+        row.update(paired_bootstrap(task, both, items_a, items_b, n_boot, seed))
+        row.update(mcnemar(items_a, items_b) or {})
+        # McNemar tests the share of right answers: it decides only where that share is the metric (not for
+        # POPE's F1 or MMBench's circular accuracy, where the paired bootstrap of the metric itself does).
+        item_mean = _is_item_mean(task, both, items_a) and _is_item_mean(task, both, items_b)
+        p = row["p_mcnemar"] if item_mean and "p_mcnemar" in row else row["p_bootstrap"]
+        row["test"] = "mcnemar" if item_mean and "p_mcnemar" in row else "paired bootstrap"
+        row["verdict"] = significance_label(p)
+        rows.append(row)
+    return rows

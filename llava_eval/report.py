@@ -1,0 +1,140 @@
+"""`llava-eval report RUN_DIR`: one static HTML file (no server, no external assets) with the summary table
+(metric, bootstrap interval, the paper's LLaVA-1.5 numbers and the differences) and, per task, the samples
+with image thumbnail, prompt, raw output, parsed answer, gold, score and judge rationale, failures first and
+filterable to failures (open the file with `#failures` to start filtered).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from pathlib import Path
+
+from tasks.base import TaskError
+
+THUMB = 160
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _paper_values() -> dict:
+    from .leaderboard import paper_rows
+
+    frame = paper_rows().set_index("Method")
+    return {name: frame.loc[name].to_dict() for name in ("LLaVA-1.5-7B", "LLaVA-1.5-13B")}
+
+
+def _column_of(task: str) -> str | None:
+    from .leaderboard import COLUMNS
+
+    return next((column for column, tasks, _ in COLUMNS if task in tasks), None)
+
+
+def _summary(results: dict) -> list[dict]:
+    paper = _paper_values()
+    rows = []
+    for name, entry in results.items():
+        m = entry["metrics"]
+        value = m.get(entry["primary_metric"]) if entry.get("scored_locally", True) else None
+        ci = m.get("ci95")
+        column = _column_of(name)
+        row = {"task": name, "metric": entry["primary_metric"], "value": _fmt(value), "n": m.get("n_docs", ""),
+               "errors": m.get("n_errors", 0), "ci": f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "",
+               "column": column or ""}
+        for size, key in (("7", "LLaVA-1.5-7B"), ("13", "LLaVA-1.5-13B")):
+            ref = paper[key].get(column) if column else None
+            ref = None if ref is None or (isinstance(ref, float) and math.isnan(ref)) else float(ref)
+            row[f"p{size}"] = _fmt(ref, 1)
+            row[f"d{size}"] = f"{value - ref:+.2f}" if ref is not None and isinstance(value, int | float) else ""
+        rows.append(row)
+    return rows
+
+
+def _thumbnail(value, root) -> str | None:
+    from llava_model.errors import ImageError
+    from llava_model.preprocess import load_image
+
+    from .data import resolve_image
+
+    try:
+        image = load_image(resolve_image(value, root)).convert("RGB")
+    except (ImageError, TaskError, OSError):
+        return None
+    image.thumbnail((THUMB, THUMB))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=80)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+def _task_section(run_dir: Path, config: dict, name: str, max_samples: int) -> dict:
+    from tasks.registry import get_task
+
+    from .data import load_docs
+    from .runner import read_items
+
+    task = get_task(name)
+    items = read_items(run_dir / name / "items.jsonl")
+    prompts = {r["question_id"]: r.get("prompt", "") for r in _read_jsonl(run_dir / name / "predictions.jsonl")}
+    verdicts = {r["question_id"]: r for r in _read_jsonl(run_dir / name / "judge.jsonl")}
+
+    def failed(item) -> bool:
+        return item["score"] is None or item["score"] < 1
+
+    order = sorted(range(len(items)), key=lambda i: (not failed(items[i]), i))[:max_samples]
+    data_root = config.get("data_root")
+    data = config.get("data", "synthetic")
+    root = Path(data_root) if data_root else (Path(data[6:]) if data.startswith("llava:") else None)
+    try:
+        docs = load_docs(task, data, data_root=data_root, limit=config.get("limit"))
+    except TaskError:
+        docs = None  # the source is gone (a hub split not cached here): the samples show without images
+    samples = []
+    for i in order:
+        item = items[i]
+        thumb = None
+        if docs is not None and i < len(docs):
+            values = task.image_values(docs[i])
+            thumb = _thumbnail(values[0], root) if values else None
+        verdict = verdicts.get(item["question_id"], {})
+        samples.append({"id": item["question_id"], "thumb": thumb, "prompt": prompts.get(item["question_id"], ""),
+                        "output": "" if item["prediction"] is None else item["prediction"],
+                        "parsed": "" if item["parsed"] is None else item["parsed"], "gold": item["gold"],
+                        "score": _fmt(item["score"]), "failed": failed(item),
+                        "judge": verdict.get("rationale") or verdict.get("raw", "")})
+    return {"name": name, "samples": samples, "shown": len(samples), "total": len(items),
+            "failures": sum(failed(x) for x in items), "judged": bool(verdicts)}
+
+
+def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500) -> Path:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    from .runner import finished_tasks
+
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise TaskError(f"{run_dir} is not a run directory (no config.json)")
+    config = json.loads(config_file.read_text())
+    results = {n: json.loads((run_dir / n / "metrics.json").read_text()) for n in finished_tasks(run_dir)}
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                      autoescape=select_autoescape(["html", "jinja"]))
+    html = env.get_template("report.html.jinja").render(
+        model=config.get("model"), data=config.get("data"), limit=config.get("limit"),
+        started=config.get("started"), commit=config.get("git_commit"),
+        synthetic=config.get("data") == "synthetic", summary=_summary(results),
+        tasks=[_task_section(run_dir, config, n, max_samples) for n in results
+               if (run_dir / n / "items.jsonl").is_file()])
+    out = out or run_dir / "report.html"
+    out.write_text(html, encoding="utf-8")
+    return out

@@ -1,0 +1,91 @@
+"""Leaderboard CSV/Markdown/plot and `compare` from the command line, on runs made with scripted models."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from leaderboards import PAPER
+from llava_eval.cli import main
+from llava_eval.leaderboard import BENCHMARKS
+from llava_eval.runner import run
+
+
+class Constant:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def generate(self, requests):
+        return [self.answer] * len(requests)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name, answer in (("yes", "Yes"), ("no", "No")):
+        out[name] = base / name
+        run(Constant(answer), ["pope", "mme", "scienceqa_img"], out[name], model_id=f"always-{name}", limit=60,
+            batch_size=8, echo=lambda *_: None, model_fp=name, progress=False)
+    return out
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_paper_csv_has_the_published_numbers():
+    rows = {r["Method"]: r for r in csv.DictReader(PAPER.open())}
+    assert list(rows) == ["LLaVA-1.5-7B", "LLaVA-1.5-13B", "LLaVA-1.5-7B-LoRA", "LLaVA-1.5-13B-LoRA",
+                          "LLaVA-1.5-13B-HD", "LLaVA-7B (v1)", "BLIP-2", "InstructBLIP-7B", "InstructBLIP-13B",
+                          "Qwen-VL", "Qwen-VL-Chat"]
+    assert [rows["LLaVA-1.5-13B"][c] for c in BENCHMARKS] == [
+        "80.0", "63.3", "53.6", "71.6", "61.3", "85.9", "1531.3", "67.7", "63.6", "61.6", "72.5", "36.1"]
+    assert rows["LLaVA-1.5-7B"]["MME"] == "1510.7" and rows["LLaVA-1.5-7B"]["MM-Vet"] == "31.1"
+    # single POPE columns are the mean of the paper's three per-split F1 scores
+    assert float(rows["BLIP-2"]["POPE"]) == pytest.approx((89.6 + 85.5 + 80.9) / 3, abs=0.05)
+    assert float(rows["LLaVA-1.5-13B-HD"]["POPE"]) == pytest.approx((87.5 + 86.4 + 85.0) / 3, abs=0.05)
+    assert all(r["source"] for r in rows.values())
+
+
+def test_leaderboard_rows_in_paper_order_with_empty_missing(runs, tmp_path):
+    out = tmp_path / "lb.csv"
+    result = cli("leaderboard", runs["yes"], runs["no"], "--out", out, "--with-paper", "--markdown",
+                 tmp_path / "lb.md", "--plot", tmp_path / "lb.png")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns[:13]) == ["Method"] + BENCHMARKS
+    assert list(frame["Method"][:2]) == ["always-yes", "always-no"] and len(frame) == 13
+    yes = frame.iloc[0]
+    metrics = json.loads((runs["yes"] / "pope" / "metrics.json").read_text())["metrics"]
+    assert yes["POPE"] == pytest.approx(round(metrics["f1"], 2))
+    assert pd.isna(yes["GQA"]) and pd.isna(yes["LLaVA-W"])  # not run: empty, not zero
+    assert yes["columns_from"] == "SQA-IMG=scienceqa_img;POPE=pope;MME=mme"
+    assert frame.iloc[1]["POPE"] == 0.0  # always "no": F1 is a real zero, and it shows as one
+    assert "| always-yes" in (tmp_path / "lb.md").read_text()
+    assert (tmp_path / "lb.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_leaderboard_refuses_a_folder_that_is_not_a_run(tmp_path):
+    result = cli("leaderboard", tmp_path, "--out", tmp_path / "x.csv")
+    assert result.exit_code == 2 and "not a finished run directory" in result.output
+
+
+def test_compare_reports_paired_tests(runs, tmp_path):
+    result = cli("compare", runs["yes"], runs["no"], "--csv", tmp_path / "c.csv")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "c.csv").set_index("task")
+    assert set(table.index) == {"pope", "mme", "scienceqa_img"}
+    # always-yes vs always-no on balanced yes/no questions: every item flips, half each way
+    assert table.loc["pope", "a_only_right"] == table.loc["pope", "b_only_right"] == 30
+    assert table.loc["pope", "p_mcnemar"] == pytest.approx(1.0)
+    # ...yet F1 drops from 66.7 to 0: the verdict follows the metric's own paired bootstrap, not McNemar
+    assert table.loc["pope", "diff"] == pytest.approx(-66.67, abs=0.01)
+    assert table.loc["pope", "test"] == "paired bootstrap" and table.loc["pope", "verdict"] == "significant"
+    assert table.loc["scienceqa_img", "test"] == "mcnemar"
+    same = cli("compare", runs["yes"], runs["yes"])
+    assert "not significant" in same.output and "+0.00" in same.output
