@@ -58,12 +58,14 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     rng = random.Random(1234)
     kills = 0
     while kills < 5:
-        before = _lines(out)
+        # Kill points are drawn in progress, not in time (so a busy machine cannot make the run outpace them):
+        # after 1-12 new lines, plus a random fraction of a batch's time.
+        target = _lines(out) + rng.randint(1, 12)
         proc = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        while _lines(out) <= before and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # wait until this run has written something, then kill at a random moment
-        time.sleep(rng.uniform(0.0, 1.0))
+        while _lines(out) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is not None:
             break  # finished before the kill: every later kill point would find nothing left to do
         proc.send_signal(signal.SIGKILL)
