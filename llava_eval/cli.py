@@ -52,6 +52,41 @@ def model_options(fn):
     return fn
 
 
+def judge_options(fn):
+    options = [
+        click.option("--judge-config", type=click.Path(), default=None,
+                     help="Judge YAML (provider, base_url, api_key_env, models, runs, ...); see docs/judge.md."),
+        click.option("--provider", type=click.Choice(["openai", "azure", "compatible"]), default=None),
+        click.option("--base-url", default=None, help="OpenAI-compatible endpoint (vLLM, Ollama, a proxy)."),
+        click.option("--api-key-env", default=None, help="Name of the environment variable holding the key."),
+        click.option("--judge-model", default=None, help="Judge model for every judged task of this call."),
+        click.option("--runs", type=click.IntRange(min=1), default=None, help="Judging runs per answer (3)."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=None),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds."),
+        click.option("--retries", type=click.IntRange(min=0), default=None),
+        click.option("--no-cache", is_flag=True, help="Ask the judge again even for cached verdicts."),
+        click.option("--allow-missing", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                     help="Score a task even if up to this share of its verdicts is missing."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency, timeout,
+                      retries, judged_tasks=("llava_bench", "mmvet")):
+    from .judge.config import load_judge_config
+
+    models = {t: judge_model for t in judged_tasks} if judge_model else None
+    config = load_judge_config(judge_config, provider=provider, base_url=base_url, api_key_env=api_key_env,
+                               runs=runs, concurrency=concurrency, timeout=timeout, retries=retries)
+    if models:
+        import dataclasses
+
+        config = dataclasses.replace(config, models={**config.models, **models})
+    return config
+
+
 def load_from_options(model, device, dtype, template, image_mode, vision_tower):
     from llava_model.checkpoint import load_bundle
 
@@ -163,9 +198,11 @@ def _row_count(task) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out (which must exist); a rerun into the "
               "same directory resumes too. Refused when the model, settings or prompts changed.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@judge_options
 @user_errors
 def run(model, device, dtype, template, image_mode, vision_tower, task_list, suite, data, data_root, limit,
-        batch_size, out_dir, resume, progress):
+        batch_size, out_dir, resume, progress, judge_config, provider, base_url, api_key_env, judge_model, runs,
+        concurrency, timeout, retries, no_cache, allow_missing):
     """Generate answers for tasks and score them into a run directory."""
     import time
     from pathlib import Path
@@ -178,6 +215,14 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     from .runstate import environment, model_fingerprint
 
     names = resolve(task_list, suite)
+    from .judge.run import PROTOCOLS
+
+    judged = [n for n in names if n in PROTOCOLS]
+    configured = judge_config or provider or base_url
+    config = judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
+                               timeout, retries) if configured and judged else None
+    if config is not None:
+        config.api_key()  # a missing key stops here, before the model is loaded
     if resume and not (out_dir and (Path(out_dir) / "config.json").is_file()):
         raise UserError("--resume needs --out naming an existing run directory (with config.json)")
     out = Path(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
@@ -193,6 +238,13 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)
         sys.exit(130)
+    if config is not None:
+        from .judge.run import judge_run
+
+        judge_run(out, judged, config, no_cache=no_cache, allow_missing=allow_missing, echo=click.echo)
+    elif judged:
+        click.echo(f"not judged (no judge configured): {', '.join(judged)}; answers are saved, judge them later "
+                   f"with `llava-eval judge {out} --judge-config FILE`")
     click.echo(f"results: {out / 'results.json'}")
 
 
@@ -326,6 +378,31 @@ def report(run_dir, out_file, max_samples):
 
     path = write_report(Path(run_dir), Path(out_file) if out_file else None, max_samples=max_samples)
     click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--tasks", "task_list", default=None, help="Comma-separated judged tasks (default: all in the run).")
+@judge_options
+@user_errors
+def judge(run_dir, task_list, judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
+          timeout, retries, no_cache, allow_missing):
+    """Judge a run's LLaVA-Bench and MM-Vet answers with a GPT judge (cached; reruns fill only what is
+    missing). Exit status 3 when a task is left incomplete."""
+    from pathlib import Path
+
+    from .judge.run import IncompleteJudging, judge_run
+
+    config = judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
+                               timeout, retries)
+    try:
+        results = judge_run(Path(run_dir), task_list.split(",") if task_list else None, config,
+                            no_cache=no_cache, allow_missing=allow_missing, echo=click.echo)
+    except IncompleteJudging as exc:
+        click.echo(f"incomplete: {exc}", err=True)
+        sys.exit(3)
+    if not results:
+        click.echo("nothing to judge: the run has no LLaVA-Bench or MM-Vet answers")
 
 
 @main.command()

@@ -25,7 +25,7 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("MMB", ("mmbench_en_test", "mmbench_en_dev"), "accuracy"),
     ("MMB-CN", ("mmbench_cn_test", "mmbench_cn_dev"), "accuracy"),
     ("SEED", ("seed_all",), "accuracy"),
-    ("LLaVA-W", ("llava_bench",), "overall"),
+    ("LLaVA-W", ("llava_bench",), "relative_score"),
     ("MM-Vet", ("mmvet",), "total"),
 )
 BENCHMARKS = [c for c, _, _ in COLUMNS]
@@ -55,7 +55,7 @@ def run_row(run_dir: Path) -> dict:
         row[column] = None
         for task in candidates:
             entry = results.get(task)
-            value = _number(entry["metrics"].get(metric)) if entry and entry.get("scored_locally", True) else None
+            value = _number(entry["metrics"].get(metric)) if entry else None
             if value is not None:
                 row[column] = value
                 used.append(f"{column}={task}")

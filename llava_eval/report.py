@@ -41,7 +41,7 @@ def _summary(results: dict) -> list[dict]:
     rows = []
     for name, entry in results.items():
         m = entry["metrics"]
-        value = m.get(entry["primary_metric"]) if entry.get("scored_locally", True) else None
+        value = m.get(entry["primary_metric"])
         ci = m.get("ci95")
         column = _column_of(name)
         row = {"task": name, "metric": entry["primary_metric"], "value": _fmt(value), "n": m.get("n_docs", ""),

@@ -1,0 +1,110 @@
+"""Judge configuration: one YAML file, every field also a CLI flag.
+
+```yaml
+provider: openai            # openai | azure | compatible (any OpenAI-compatible base_url: vLLM, Ollama, ...)
+base_url: null              # required for compatible; optional for openai (a proxy)
+api_key_env: OPENAI_API_KEY # the NAME of the environment variable holding the key (the key is never stored)
+azure_api_version: null     # azure only
+models: {llava_bench: gpt-4-0314, mmvet: gpt-4-0613}   # per task; the protocol defaults when absent
+runs: 3                     # judging runs per answer (LLaVA-Bench and MM-Vet report the mean of 3)
+concurrency: 8
+timeout: 60                 # seconds per request
+retries: 6                  # per request, for 429 / 5xx / timeouts / connection errors
+prices: {gpt-4-0613: {input: 30.0, output: 60.0}}     # USD per 1M tokens, for the cost line
+cache: null                 # SQLite file; default <run dir>/judge-cache.sqlite
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llava_model.errors import UserError
+
+PROVIDERS = ("openai", "azure", "compatible")
+# Reference: protocol 3.10 / 3.11: the judges of the published numbers.
+DEFAULT_MODELS = {"llava_bench": "gpt-4-0314", "mmvet": "gpt-4-0613"}
+
+
+class JudgeConfigError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    provider: str = "openai"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    azure_api_version: str | None = None
+    models: dict = field(default_factory=dict)
+    runs: int = 3
+    concurrency: int = 8
+    timeout: float = 60.0
+    retries: int = 6
+    prices: dict = field(default_factory=dict)
+    cache: str | None = None
+
+    def __post_init__(self):
+        if self.provider not in PROVIDERS:
+            raise JudgeConfigError(f"judge provider must be one of {', '.join(PROVIDERS)}; got {self.provider!r}")
+        if self.provider == "compatible" and not self.base_url:
+            raise JudgeConfigError("judge provider 'compatible' needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        if self.provider == "azure" and not (self.base_url and self.azure_api_version):
+            raise JudgeConfigError("judge provider 'azure' needs base_url (the endpoint) and azure_api_version")
+        for name in ("runs", "concurrency", "retries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "retries" else 1):
+                raise JudgeConfigError(f"judge {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.timeout, int | float) or self.timeout <= 0:
+            raise JudgeConfigError(f"judge timeout must be a positive number of seconds, got {self.timeout!r}")
+        if not isinstance(self.models, dict) or not isinstance(self.prices, dict):
+            raise JudgeConfigError("judge models and prices must be mappings")
+        for model, price in self.prices.items():
+            if not (isinstance(price, dict) and set(price) == {"input", "output"}):
+                raise JudgeConfigError(f"judge price of {model!r} needs exactly input and output (USD per 1M tokens)")
+
+    def model_for(self, task: str) -> str:
+        return self.models.get(task) or DEFAULT_MODELS.get(task) or "gpt-4-0613"
+
+    def api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise JudgeConfigError(f"the judge needs an API key in the environment variable {self.api_key_env}, "
+                                   "which is not set")
+        return key
+
+    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+        price = self.prices.get(model)
+        if price is None:
+            return None
+        return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1e6
+
+
+def load_judge_config(path: str | Path | None = None, **overrides) -> JudgeConfig:
+    """The config from a YAML file (optional) with CLI overrides (None values ignored)."""
+    import yaml
+
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise JudgeConfigError(f"judge config not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise JudgeConfigError(f"judge config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise JudgeConfigError(f"judge config {path}: expected a mapping of settings")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "api_key" in values:
+        raise JudgeConfigError("the judge config holds no key: put it in an environment variable and name that "
+                               "variable with api_key_env")
+    known = {f.name for f in dataclasses.fields(JudgeConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise JudgeConfigError(f"unknown judge settings: {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    return JudgeConfig(**values)

@@ -1,0 +1,272 @@
+"""The GPT judge against a real HTTP server on 127.0.0.1 speaking the chat-completions API, scripted per
+request: good verdicts, 429 with Retry-After, 500, answers slower than the timeout, malformed verdicts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from click.testing import CliRunner
+
+from llava_eval.cli import main
+from llava_eval.runner import run
+from tasks.mmvet import RETRY_SUFFIX
+
+KEY = "sk-test-0123456789abcdefSECRET"
+TASKS = ["llava_bench", "mmvet"]
+
+
+def verdict_for(body: dict) -> str:
+    """The good verdict for a request: a function of its content (without MM-Vet's retry suffix)."""
+    content = body["messages"][-1]["content"].removesuffix(RETRY_SUFFIX)
+    h = int(hashlib.sha256(content.encode()).hexdigest(), 16)
+    if body["max_tokens"] == 3:  # MM-Vet grader
+        return ("0.0", "0.5", "1.0", "0.3")[h % 4]
+    return f"{6 + h % 3} {3 + h % 7}\nAssistant 2 is judged against Assistant 1."
+
+
+class Script:
+    """What the server does with the n-th request carrying a given content: a list of actions, the last
+    one repeated. Actions: "ok", "429", "500", "slow", "bad" (malformed verdict), "401", "404"."""
+
+    def __init__(self, plan=("ok",), default=None):
+        self.plan, self.default = list(plan), default
+        self.seen: dict[str, int] = {}
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+
+    def action(self, body) -> str:
+        content = body["messages"][-1]["content"]
+        if content == "ping":
+            return self.default or "ok"
+        key = content.removesuffix(RETRY_SUFFIX)
+        with self.lock:
+            n = self.seen.get(key, 0)
+            self.seen[key] = n + 1
+        return self.plan[min(n, len(self.plan) - 1)]
+
+
+@pytest.fixture
+def server():
+    state = {"script": Script()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            script = state["script"]
+            with script.lock:
+                script.requests.append({"auth": self.headers.get("Authorization"), "body": body})
+            action = script.action(body)
+            if action == "slow":
+                time.sleep(1.0)
+                action = "ok"
+            if action in ("429", "500", "401", "404"):
+                payload = json.dumps({"error": {"message": f"scripted {action}", "type": "x"}}).encode()
+                self.send_response(int(action))
+                if action == "429":
+                    self.send_header("retry-after-ms", "20")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            text = "Sorry, I cannot." if action == "bad" else verdict_for(body)
+            payload = json.dumps({
+                "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}).encode()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (timeout test)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    yield state
+    httpd.shutdown()
+
+
+class Echo:
+    def generate(self, requests):
+        return [f"An answer to {r.doc_id}." for r in requests]
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_TEST_KEY", KEY)
+    out = tmp_path / "run"
+    run(Echo(), TASKS, out, model_id="echo", limit=6, batch_size=4, echo=lambda *_: None, model_fp="e",
+        progress=False)
+    return out
+
+
+def judge(run_dir, url, *extra):
+    args = ["judge", str(run_dir), "--provider", "compatible", "--base-url", url, "--api-key-env", "JUDGE_TEST_KEY",
+            "--timeout", "0.5", "--retries", "4", "--concurrency", "4", *extra]
+    return CliRunner().invoke(main, args)
+
+
+def metrics(run_dir, task):
+    return json.loads((run_dir / task / "metrics.json").read_text())["metrics"]
+
+
+def scores(run_dir):
+    return {t: {k: v for k, v in metrics(run_dir, t).items()
+                if k not in ("fresh_calls", "cached", "prompt_tokens", "completion_tokens", "cost_usd")}
+            for t in TASKS}
+
+
+def test_clean_run_scores_and_a_rerun_costs_nothing(server, run_dir):
+    result = judge(run_dir, server["url"])
+    assert result.exit_code == 0, result.output
+    bench, mmvet = metrics(run_dir, "llava_bench"), metrics(run_dir, "mmvet")
+    assert bench["status"] == mmvet["status"] == "complete"
+    assert bench["n_verdicts"] == mmvet["n_verdicts"] == 18 and bench["n_missing"] == 0
+    assert bench["judge_model"] == "gpt-4-0314" and mmvet["judge_model"] == "gpt-4-0613"
+    assert bench["fresh_calls"] == 36 - 18 and bench["prompt_tokens"] == 1800  # 18 requests x 100 tokens
+    assert len(bench["runs_relative"]) == 3 and "relative_score" in bench
+    assert mmvet["n_runs"] == 3 and "total" in mmvet and "std" in mmvet
+    n_requests = len(server["script"].requests)
+    assert n_requests == 1 + 18 + 18  # probe + 6 docs x 3 runs per task
+    assert all(r["auth"] == f"Bearer {KEY}" for r in server["script"].requests)
+    first = scores(run_dir)
+    again = judge(run_dir, server["url"])
+    assert again.exit_code == 0
+    assert len(server["script"].requests) == n_requests + 1  # only the probe
+    assert scores(run_dir) == first and metrics(run_dir, "mmvet")["cached"] == 0  # nothing was even missing
+
+
+def test_verdicts_are_cached_across_judge_files(server, run_dir):
+    assert judge(run_dir, server["url"]).exit_code == 0
+    for task in TASKS:
+        (run_dir / task / "judge.jsonl").unlink()
+    n = len(server["script"].requests)
+    assert judge(run_dir, server["url"]).exit_code == 0
+    assert len(server["script"].requests) == n + 1 and metrics(run_dir, "mmvet")["cached"] == 18
+    assert judge(run_dir, server["url"], "--no-cache").exit_code == 0
+    assert len(server["script"].requests) > n + 2  # --no-cache asks again
+
+
+def test_flaky_server_gives_the_clean_scores(server, run_dir, tmp_path):
+    assert judge(run_dir, server["url"]).exit_code == 0
+    clean = scores(run_dir)
+    flaky = tmp_path / "flaky"
+    import shutil
+
+    shutil.copytree(run_dir, flaky, ignore=shutil.ignore_patterns("judge*"))
+    server["script"] = Script(["429", "500", "slow", "bad", "ok"])
+    result = judge(flaky, server["url"])
+    assert result.exit_code == 0, result.output
+    assert scores(flaky) == clean
+    mm = [json.loads(x) for x in (flaky / "mmvet" / "judge.jsonl").read_text().splitlines()]
+    # the three runs of a grade send the same request, so they share the script; the one that met the
+    # malformed reply was re-asked
+    assert all(v["status"] == "ok" for v in mm) and any(v["attempts"] == 2 for v in mm)
+    temps = sorted({r["body"]["temperature"] for r in server["script"].requests if r["body"]["max_tokens"] == 3})
+    assert temps == [0.0, 0.5]  # MM-Vet raises the temperature on its retry, as the original
+    assert any(r["body"]["messages"][-1]["content"].endswith(RETRY_SUFFIX) for r in server["script"].requests)
+
+
+def test_permanent_failures_are_missing_never_zero(server, run_dir):
+    server["script"] = Script(["500"])
+    result = judge(run_dir, server["url"], "--retries", "1")
+    assert result.exit_code == 3 and "no score" in result.output
+    m = metrics(run_dir, "mmvet")
+    assert m["status"] == "incomplete" and m["n_missing"] == 18 and "total" not in m
+    rows = [json.loads(x) for x in (run_dir / "mmvet" / "judge.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "missing" and "parsed" not in r and "500" in r["reason"] for r in rows)
+    # the server recovers: a rerun fills exactly the missing verdicts
+    server["script"] = Script(["ok"])
+    result = judge(run_dir, server["url"])
+    assert result.exit_code == 0, result.output
+    assert len(server["script"].requests) == 1 + 36 and metrics(run_dir, "mmvet")["status"] == "complete"
+
+
+def test_allow_missing_scores_the_complete_docs(server, run_dir):
+    unlucky = {}
+
+    class Partial(Script):
+        def action(self, body):
+            content = body["messages"][-1]["content"]
+            if content != "ping" and "An answer to" in content and content.count("v1_0") == 0 and \
+                    unlucky.setdefault("doc", content.split("An answer to ")[1][:12]) in content:
+                return "500"
+            return "ok"
+
+    server["script"] = Partial()
+    result = judge(run_dir, server["url"], "--retries", "0", "--tasks", "mmvet", "--allow-missing", "0.2")
+    assert result.exit_code == 0, result.output
+    m = metrics(run_dir, "mmvet")
+    assert m["status"] == "scored_with_missing" and m["n_missing"] == 3 and m["n_scored_docs"] == 5
+
+
+def test_key_never_written(server, run_dir):
+    assert judge(run_dir, server["url"]).exit_code == 0
+    server["script"] = Script(["ok"], default="401")
+    bad = judge(run_dir, server["url"])  # a rejected key at the probe
+    assert bad.exit_code == 2
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in bad.output
+
+
+@pytest.mark.parametrize(("action", "message"), [("401", "rejected the key in JUDGE_TEST_KEY (401)"),
+                                                 ("404", "not found (404)")])
+def test_probe_stops_before_any_work(server, run_dir, action, message):
+    server["script"] = Script(["ok"], default=action)
+    result = judge(run_dir, server["url"])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert len(server["script"].requests) == 1
+    assert not (run_dir / "mmvet" / "judge.jsonl").exists()
+
+
+def test_unreachable_endpoint_is_one_clear_error(run_dir):
+    result = judge(run_dir, "http://127.0.0.1:9/v1")
+    assert result.exit_code == 2 and "unusable" in result.output and "Traceback" not in result.output
+
+
+def test_missing_key_is_named(server, run_dir, monkeypatch):
+    monkeypatch.delenv("JUDGE_TEST_KEY")
+    result = judge(run_dir, server["url"])
+    assert result.exit_code == 2 and "environment variable JUDGE_TEST_KEY" in result.output
+
+
+def test_tasks_without_a_judge_never_ask_for_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = tmp_path / "judge.yaml"
+    config.write_text("provider: openai\napi_key_env: OPENAI_API_KEY\n")
+    result = CliRunner().invoke(main, ["run", "--tasks", "pope", "--limit", "4", "--out", str(tmp_path / "r"),
+                                       "--judge-config", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+
+
+def test_config_file_with_a_key_is_refused(tmp_path, run_dir):
+    config = tmp_path / "judge.yaml"
+    config.write_text("api_key: sk-123\n")
+    result = CliRunner().invoke(main, ["judge", str(run_dir), "--judge-config", str(config)])
+    assert result.exit_code == 2 and "holds no key" in result.output
+
+
+def test_cost_is_recorded_from_config_prices(server, run_dir, tmp_path):
+    config = tmp_path / "judge.yaml"
+    config.write_text(f"provider: compatible\nbase_url: {server['url']}\napi_key_env: JUDGE_TEST_KEY\nruns: 1\n"
+                      "prices:\n  gpt-4-0613: {input: 30.0, output: 60.0}\n")
+    result = CliRunner().invoke(main, ["judge", str(run_dir), "--judge-config", str(config), "--tasks", "mmvet"])
+    assert result.exit_code == 0, result.output
+    m = metrics(run_dir, "mmvet")
+    assert m["runs"] == 1 and m["cost_usd"] == pytest.approx(6 * (100 * 30 + 10 * 60) / 1e6)
+    assert "$0.0216" in result.output
