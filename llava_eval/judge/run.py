@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tasks.base import TaskError
 from tasks.llava_bench import JUDGE_SETTINGS as BENCH_SETTINGS
-from tasks.llava_bench import average_runs, parse_review_scores, review_messages
+from tasks.llava_bench import average_runs, parse_review_scores, review_messages, summarize
 from tasks.mmvet import JUDGE_SETTINGS as MMVET_SETTINGS
 from tasks.mmvet import MAX_TRIES, RETRY_TEMPERATURE_STEP, aggregate_grades, grade_messages, parse_grade
 
@@ -207,8 +207,6 @@ def _metrics(name, task, docs, ids, texts, stored, config, model, allow_missing)
             by_category: dict = {}
             for i in complete:
                 by_category.setdefault(docs[i]["category"], []).append(tuple(verdicts[(ids[i], r)]["parsed"]))
-            from tasks.llava_bench import summarize
-
             per_run.append(summarize(by_category))
         out["relative_score"] = average_runs([s["all"]["relative"] for s in per_run])
         out["runs_relative"] = [s["all"]["relative"] for s in per_run]

@@ -270,3 +270,39 @@ def test_cost_is_recorded_from_config_prices(server, run_dir, tmp_path):
     m = metrics(run_dir, "mmvet")
     assert m["runs"] == 1 and m["cost_usd"] == pytest.approx(6 * (100 * 30 + 10 * 60) / 1e6)
     assert "$0.0216" in result.output
+
+
+def test_llava_bench_metrics_golden_from_verdict_pairs():
+    """Relative score per category and overall, per run, then the mean of the runs (protocol 3.10)."""
+    from llava_eval.judge.config import JudgeConfig
+    from llava_eval.judge.run import _metrics
+    from tasks.registry import get_task
+
+    task = get_task("llava_bench")
+    docs = [{"question_id": i, "category": c} for i, c in enumerate(["conv", "conv", "detail", "complex"])]
+    ids = [0, 1, 2, 3]
+    pairs = {0: [(8, 6), (8, 8)], 1: [(10, 5), (10, 6)], 2: [(5, 5), (4, 5)], 3: [(8, 4), (8, 2)]}
+    stored = {(d, r): {"status": "ok", "model": "m", "parsed": list(p[r])} for d, p in pairs.items() for r in (0, 1)}
+    m = _metrics("llava_bench", task, docs, ids, {i: "x" for i in ids}, stored, JudgeConfig(runs=2), "m", 0.0)
+    # run 0: conv 11/18 -> 61.1, detail 100.0, complex 50.0, all (6+5+5+4)/(8+10+5+8) = 20/31 -> 64.5
+    # run 1: conv 14/18 -> 77.8, detail 5/4 -> 125.0, complex 25.0, all 21/30 -> 70.0
+    assert m["runs_relative"] == [64.5, 70.0]
+    assert m["relative_score"] == round((64.5 + 70.0) / 2, 1)
+    assert m["categories"] == {"complex": 37.5, "conv": round((61.1 + 77.8) / 2, 1), "detail": 112.5}
+    assert m["status"] == "complete" and m["n_verdicts"] == 8
+
+
+def test_mmvet_metrics_golden_from_grades():
+    from llava_eval.judge.config import JudgeConfig
+    from llava_eval.judge.run import _metrics
+    from tasks.registry import get_task
+
+    task = get_task("mmvet")
+    docs = [{"question_id": "v1_0", "capability": "rec"}, {"question_id": "v1_1", "capability": "rec,ocr"}]
+    grades = {"v1_0": [1.0, 0.5, 1.0], "v1_1": [0.0, 0.5, 0.5]}
+    stored = {(d, r): {"status": "ok", "model": "m", "parsed": g[r]} for d, g in grades.items() for r in range(3)}
+    m = _metrics("mmvet", task, docs, ["v1_0", "v1_1"], {"v1_0": "a", "v1_1": "b"}, stored, JudgeConfig(), "m", 0.0)
+    # run totals: 50, 50, 75 -> mean 58.33, population std 11.79; ocr only on v1_1: 0, 50, 50 -> 33.33
+    assert m["runs"] == [50.0, 50.0, 75.0]
+    assert m["total"] == pytest.approx(175 / 3) and m["std"] == pytest.approx(11.785, abs=1e-3)
+    assert m["capabilities"]["ocr"] == pytest.approx(100 / 3) and m["capabilities"]["rec"] == pytest.approx(175 / 3)
