@@ -198,10 +198,13 @@ def _row_count(task) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out (which must exist); a rerun into the "
               "same directory resumes too. Refused when the model, settings or prompts changed.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
+              help="fast: one vision pass and prefix prefill per image, batched decode; reference: the batched "
+                   "plain engine (batch size 1 = the original scripts' loop). Same answers on CPU float32.")
 @judge_options
 @user_errors
 def run(model, device, dtype, template, image_mode, vision_tower, task_list, suite, data, data_root, limit,
-        batch_size, out_dir, resume, progress, judge_config, provider, base_url, api_key_env, judge_model, runs,
+        batch_size, out_dir, resume, progress, engine, judge_config, provider, base_url, api_key_env, judge_model, runs,
         concurrency, timeout, retries, no_cache, allow_missing):
     """Generate answers for tasks and score them into a run directory."""
     import time
@@ -231,7 +234,10 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     click.echo(f"model {bundle.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; "
                f"run directory {out}")
     try:
-        run_tasks(LlavaEngine(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
+        from .fast import PrefixSharingEngine
+
+        engine_cls = PrefixSharingEngine if engine == "fast" else LlavaEngine
+        run_tasks(engine_cls(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
                   data_root=data_root, limit=limit, batch_size=batch_size, echo=click.echo, model_fp=fingerprint,
                   env=environment(bundle), progress=progress)
     except KeyboardInterrupt:

@@ -139,9 +139,10 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
         progress.reset(total=len(light))
         progress.update(len(light) - len(todo))
     out = Appender(pred_file)
+    step = getattr(model, "chunk_size", batch_size)
     try:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
+        for start in range(0, len(todo), step):
+            chunk = todo[start:start + step]
             requests, errors = build_requests(task, docs, chunk, data_root)
             texts = model.generate(requests) if requests else []
             index_of = {task.doc_id(light[i], i): i for i in chunk}
