@@ -215,9 +215,18 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
 
     from .engine import LlavaEngine
     from .runner import run as run_tasks
+    from .runner import shard_from_env
     from .runstate import environment, model_fingerprint
 
     names = resolve(task_list, suite)
+    shard = shard_from_env()  # data-parallel under torchrun: rank r answers the r-th block of the docs
+    if shard.world > 1 and device is None:
+        import os
+
+        import torch
+
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    say = click.echo if shard.main else (lambda *a, **k: None)
     from .judge.run import PROTOCOLS
 
     judged = [n for n in names if n in PROTOCOLS]
@@ -228,22 +237,26 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
         config.api_key()  # a missing key stops here, before the model is loaded
     if resume and not (out_dir and (Path(out_dir) / "config.json").is_file()):
         raise UserError("--resume needs --out naming an existing run directory (with config.json)")
+    if shard.world > 1 and not out_dir:
+        raise UserError("a data-parallel run (torchrun) needs --out: every rank must write to the same directory")
     out = Path(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     bundle = load_from_options(model, device, dtype, template, image_mode, vision_tower)
     fingerprint = model_fingerprint(bundle)
-    click.echo(f"model {bundle.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; "
-               f"run directory {out}")
+    say(f"model {bundle.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; run directory {out}"
+        + (f"; {shard.world} processes" if shard.world > 1 else ""))
     try:
         from .fast import PrefixSharingEngine
 
         engine_cls = PrefixSharingEngine if engine == "fast" else LlavaEngine
         run_tasks(engine_cls(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
-                  data_root=data_root, limit=limit, batch_size=batch_size, echo=click.echo, model_fp=fingerprint,
-                  env=environment(bundle), progress=progress)
+                  data_root=data_root, limit=limit, batch_size=batch_size, echo=say, model_fp=fingerprint,
+                  env=environment(bundle), progress=progress if shard.main else False, shard=shard)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)
         sys.exit(130)
+    if not shard.main:
+        return
     if config is not None:
         from .judge.run import judge_run
 

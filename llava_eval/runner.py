@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.base import Task, TaskError
@@ -40,6 +41,64 @@ from .runstate import (
 )
 
 IMAGE_CHECKS = 32  # stored predictions per task whose images are re-read and compared on resume
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of a data-parallel run (torchrun): rank r answers the r-th contiguous block of
+    the unanswered docs (deterministic: every rank computes the same list after a barrier) and appends them
+    to its own `predictions.rank<r>.jsonl`; rank 0 merges the rank files into `predictions.jsonl`, scores and
+    writes the metrics. One process: rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def shard_from_env() -> Shard:
+    """The shard of a process started by torchrun (WORLD_SIZE > 1): joins the process group (NCCL on GPUs,
+    gloo on CPU); otherwise the single shard."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Shard()
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return Shard(dist.get_rank(), dist.get_world_size())
+
+
+def merge_rank_files(pred_file: Path) -> int:
+    """Append the answers of `predictions.rank*.jsonl` that `predictions.jsonl` lacks, in doc-id order of the
+    rank files, then delete them; returns how many lines were added."""
+    rank_files = sorted(pred_file.parent.glob("predictions.rank*.jsonl"))
+    if not rank_files:
+        return 0
+    have = load_prediction_rows(pred_file, repair=True)
+    added = []
+    for f in rank_files:
+        for doc_id, row in load_prediction_rows(f, repair=True).items():
+            if "text" in row and "text" not in have.get(doc_id, {}) or doc_id not in have:
+                have[doc_id] = row
+                added.append(row)
+    out = Appender(pred_file)
+    try:
+        out.write(added)
+    finally:
+        out.close()
+    for f in rank_files:
+        f.unlink()
+    return len(added)
 
 
 def write_json(path: Path, obj) -> None:
@@ -128,13 +187,22 @@ def _check_stored(task: Task, docs: Docs, light: Docs, pred_file: Path, rows: di
 
 
 def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_id: str,
-                  data_root: Path | None, model_fp: str | None = None, batch_size: int = 8, progress=None) -> int:
-    """Answer the docs of `task` that have no stored answer; returns how many were generated."""
+                  data_root: Path | None, model_fp: str | None = None, batch_size: int = 8, progress=None,
+                  shard: Shard = Shard()) -> int:
+    """Answer this shard's docs of `task` that have no stored answer; returns how many were generated."""
     expected = task_fingerprints(task, model_fp or digest(model_id))
-    rows = load_prediction_rows(pred_file, repair=True)
+    if shard.main:
+        merge_rank_files(pred_file)  # answers of an interrupted data-parallel run
+    shard.barrier()
+    rows = load_prediction_rows(pred_file, repair=shard.main)
     light = docs.without_images(task)
     _check_stored(task, docs, light, pred_file, rows, expected, data_root)
-    todo = [i for i in range(len(light)) if "text" not in rows.get(task.doc_id(light[i], i), {})]
+    missing = [i for i in range(len(light)) if "text" not in rows.get(task.doc_id(light[i], i), {})]
+    # Contiguous blocks, so the questions on one image mostly stay in one process (one vision pass, one prefill).
+    per = -(-len(missing) // shard.world)
+    todo = missing[shard.rank * per:(shard.rank + 1) * per]
+    if shard.world > 1:
+        pred_file = pred_file.with_name(f"predictions.rank{shard.rank}.jsonl")
     if progress is not None:
         progress.reset(total=len(light))
         progress.update(len(light) - len(todo))
@@ -158,7 +226,10 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
                 progress.update(len(chunk))
     finally:
         out.close()
-    return len(todo)
+    shard.barrier()
+    if shard.main and shard.world > 1:
+        merge_rank_files(pred_file.with_name("predictions.jsonl"))
+    return len(missing)
 
 
 def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None = None) -> dict:
@@ -216,14 +287,21 @@ def _update_config(path: Path, fresh: dict) -> None:
 
 def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: str = "synthetic",
         data_root: str | None = None, limit: int | None = None, batch_size: int = 8, echo=print,
-        model_fp: str | None = None, env: dict | None = None, progress: bool | None = None) -> dict:
-    """Run `names` into `out_dir` (resuming what is there); `progress` None shows bars on a terminal only."""
+        model_fp: str | None = None, env: dict | None = None, progress: bool | None = None,
+        shard: Shard = Shard()) -> dict:
+    """Run `names` into `out_dir` (resuming what is there); `progress` None shows bars on a terminal only.
+    Under torchrun every rank calls this with its `shard`; rank 0 alone locks, scores and writes metrics."""
+    import contextlib
+
     from tqdm.auto import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(out_dir):
+    with RunLock(out_dir) if shard.main else contextlib.nullcontext():
+        if not shard.main:
+            return _run_worker(model, names, out_dir, model_id, data, data_root, limit, batch_size, model_fp, shard)
         _update_config(out_dir / "config.json", run_config(model_id, names, data, limit, batch_size, model_fp, env,
-                                                                  data_root))
+                                                                  data_root) | {"world_size": shard.world})
+        shard.barrier()
         # Rows of the original LLaVA layout hold image paths relative to that folder.
         root = Path(data_root) if data_root else (Path(data[len("llava:"):]) if data.startswith("llava:") else None)
         results_file = out_dir / "results.json"
@@ -240,7 +318,7 @@ def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: s
                 task_dir.mkdir(exist_ok=True)
                 started = time.perf_counter()
                 generated = generate_task(task, docs, model, task_dir / "predictions.jsonl", model_id, root,
-                                          model_fp=model_fp, batch_size=batch_size, progress=bar)
+                                          model_fp=model_fp, batch_size=batch_size, progress=bar, shard=shard)
                 metrics = score_task(task, docs, task_dir / "predictions.jsonl", task_dir / "items.jsonl")
                 entry = {"task": name, "version": task.version, "data": docs.source,
                          "primary_metric": task.primary_metric, "scored_locally": task.scored_locally,
@@ -255,6 +333,19 @@ def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: s
             bar.close()
             suite.close()
     return results
+
+
+def _run_worker(model, names, out_dir, model_id, data, data_root, limit, batch_size, model_fp, shard) -> dict:
+    """A rank other than 0: answer its share of every task, in step with rank 0 (which holds the lock)."""
+    shard.barrier()  # rank 0 has locked the directory and written config.json
+    root = Path(data_root) if data_root else (Path(data[len("llava:"):]) if data.startswith("llava:") else None)
+    for name in names:
+        task = get_task(name)
+        docs = load_docs(task, data, data_root=data_root, limit=limit)
+        (out_dir / name).mkdir(exist_ok=True)
+        generate_task(task, docs, model, out_dir / name / "predictions.jsonl", model_id, root, model_fp=model_fp,
+                      batch_size=batch_size, shard=shard)
+    return {}
 
 
 def format_row(entry: dict) -> str:
