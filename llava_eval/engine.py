@@ -46,7 +46,8 @@ class LlavaEngine:
     def prompt(self, request: Request) -> str:
         return render(self.bundle.template, request.messages, add_generation_prompt=True)
 
-    def prepare(self, index: int, request: Request) -> Prepared:
+    def prepare(self, index: int, request: Request, pixel_values: torch.Tensor | None = None) -> Prepared:
+        """Tokenized prompt and preprocessed images; `pixel_values` reuses another request's identical image."""
         prompt = self.prompt(request)
         n = count_images(prompt)
         if n != len(request.images):
@@ -54,8 +55,8 @@ class LlavaEngine:
                             f"{len(request.images)} images were given")
         b = self.bundle
         ids = tokenize_prompt(prompt, b.tokenizer, b.image_token_id, b.image_seq_length)
-        pixels = None
-        if request.images:
+        pixels = pixel_values
+        if request.images and pixels is None:
             images = [load_image(src) for src in request.images]
             pixels = preprocess(images, b.image_processor, request.image_mode or b.image_mode)
         return Prepared(index, ids, pixels, request.settings.max_new_tokens)

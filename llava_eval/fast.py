@@ -15,7 +15,6 @@ answers are identical (tested on every synthetic task).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -44,22 +43,31 @@ class PrefixSharingEngine(LlavaEngine):
         self.stats = defaultdict(int)
 
     def generate_tokens(self, requests: list[Request]) -> list[list[int]]:
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            prepared = list(pool.map(lambda ir: self.prepare(*ir), enumerate(requests)))
+        prepared = self._prepare_all(requests)
         groups: dict = defaultdict(list)
         singles = []
-        for p in prepared:
-            if p.pixel_values is None:
+        for p, key in prepared:
+            if key is None:
                 singles.append(p)
             else:
-                groups[_pixels_key(p.pixel_values)].append(p)
+                groups[key].append(p)
         out: list[list[int]] = [[] for _ in requests]
+        pieces: dict[int, list] = defaultdict(list)  # prefix length -> (prefix ids, members) pieces
         for members in groups.values():
             if len(members) == 1:
                 singles.extend(members)
                 continue
-            for p, tokens in self._shared_prefix_group(members):
-                out[p.index] = tokens
+            prefix_len = min(_common_prefix(members), min(len(p.ids) for p in members) - 1)
+            if any(self._image_id in p.ids[prefix_len:] for p in members):  # the image is not in the shared part
+                singles.extend(members)
+                continue
+            members = sorted(members, key=lambda p: (len(p.ids), p.index))
+            for start in range(0, len(members), self.max_rows):
+                pieces[prefix_len].append(members[start:start + self.max_rows])
+        for prefix_len, group_pieces in pieces.items():
+            for chunk in self._chunks(group_pieces, prefix_len):
+                for p, tokens in self._shared_prefix_chunk(chunk, prefix_len):
+                    out[p.index] = tokens
         order = sorted(singles, key=lambda p: (-len(p.ids), p.index))
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
@@ -68,50 +76,70 @@ class PrefixSharingEngine(LlavaEngine):
                 out[p.index] = tokens
         return out
 
-    # ---- one image, several questions ----------------------------------------------------------------
-    def _shared_prefix_group(self, members: list[Prepared]) -> list[tuple[Prepared, list[int]]]:
-        image_id = self.bundle.model.config.image_token_id
-        prefix_len = min(_common_prefix(members), min(len(p.ids) for p in members) - 1)
-        prefix = members[0].ids[:prefix_len]
-        if any(image_id in p.ids[prefix_len:] for p in members):  # the image is not inside the shared part
-            return self._fallback(members)
-        results = []
-        model = self.bundle.model
-        device = self.bundle.device
+    @property
+    def _image_id(self) -> int:
+        return self.bundle.model.config.image_token_id
+
+    def _prepare_all(self, requests: list[Request]) -> list[tuple[Prepared, str | None]]:
+        """Prepare requests in worker threads, preprocessing each distinct image once; returns each request
+        with its image key (None without an image)."""
+        keys = [_image_key(r) for r in requests]
+        first = {}
+        for i, key in enumerate(keys):
+            if key is not None:
+                first.setdefault(key, i)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            done = dict(zip(first, pool.map(lambda i: self.prepare(i, requests[i]), first.values()), strict=True))
+            rest = [i for i, key in enumerate(keys) if key is None or first[key] != i]
+            others = dict(zip(rest, pool.map(lambda i: self._prepare_text(i, requests[i], done.get(keys[i])), rest),
+                              strict=True))
+        return [(done[keys[i]] if keys[i] is not None and first[keys[i]] == i else others[i], keys[i])
+                for i in range(len(requests))]
+
+    def _prepare_text(self, index: int, request: Request, same_image: Prepared | None) -> Prepared:
+        # Same key = same image content and preprocessing mode: its pixels are reused as they are.
+        return self.prepare(index, request, None if same_image is None else same_image.pixel_values)
+
+    def _chunks(self, pieces: list[list[Prepared]], prefix_len: int):
+        """Pieces (one image's questions each) packed into batches by rows and the token budget."""
+        chunk, rows, longest, most_new = [], 0, 0, 0
+        for piece in pieces:
+            p_long = max(len(p.ids) for p in piece) - prefix_len
+            p_new = max(p.max_new_tokens for p in piece)
+            cost = (rows + len(piece)) * (prefix_len + max(longest, p_long) + max(most_new, p_new))
+            if chunk and (rows + len(piece) > self.max_rows or cost > self.token_budget):
+                yield chunk
+                chunk, rows, longest, most_new = [], 0, 0, 0
+            chunk.append(piece)
+            rows += len(piece)
+            longest, most_new = max(longest, p_long), max(most_new, p_new)
+        if chunk:
+            yield chunk
+
+    def _shared_prefix_chunk(self, chunk: list[list[Prepared]], prefix_len: int) -> list[tuple[Prepared, list[int]]]:
+        """Several images' question groups: their prefixes prefilled in one batch (equal lengths, no padding),
+        the cache rows repeated per question, then one batched decode."""
+        model, device = self.bundle.model, self.bundle.device
         with torch.inference_mode():
-            features = image_features(model, members[0].pixel_values.to(device))
-            self.stats["images_encoded"] += 1
-            ids = torch.tensor([prefix], device=device)
+            pixels = torch.cat([piece[0].pixel_values for piece in chunk]).to(device)
+            features = image_features(model, pixels)
+            self.stats["images_encoded"] += len(chunk)
+            ids = torch.tensor([piece[0].ids[:prefix_len] for piece in chunk], device=device)
             embeds = embed_inputs(model, ids, features=features)
             lm = model.model.language_model
-            out = lm(inputs_embeds=embeds, position_ids=torch.arange(prefix_len, device=device)[None],
-                     use_cache=True)
-            self.stats["prefills"] += 1
-            cache = out.past_key_values
-            members = sorted(members, key=lambda p: (len(p.ids), p.index))
-            start = 0
-            while start < len(members):
-                rows = self._rows_that_fit(members[start:], prefix_len)
-                batch = members[start:start + rows]
-                results += zip(batch, self._decode(batch, prefix_len, cache), strict=True)
-                start += rows
-        return results
+            positions = torch.arange(prefix_len, device=device)[None].expand(len(chunk), -1)
+            cache = lm(inputs_embeds=embeds, position_ids=positions, use_cache=True).past_key_values
+            self.stats["prefills"] += len(chunk)
+            self.stats["prefill_batches"] += 1
+            rows = [p for piece in chunk for p in piece]
+            owner = torch.tensor([g for g, piece in enumerate(chunk) for _ in piece], device=device)
+            cache.reorder_cache(owner)
+            return list(zip(rows, self._decode(rows, prefix_len, cache), strict=True))
 
-    def _rows_that_fit(self, members: list[Prepared], prefix_len: int) -> int:
-        rows = 0
-        longest, most_new = 0, 0
-        for p in members[:self.max_rows]:
-            longest, most_new = max(longest, len(p.ids) - prefix_len), max(most_new, p.max_new_tokens)
-            if rows and (rows + 1) * (prefix_len + longest + most_new) > self.token_budget:
-                break
-            rows += 1
-        return rows
-
-    def _decode(self, batch: list[Prepared], prefix_len: int, prefix_cache) -> list[list[int]]:
+    def _decode(self, batch: list[Prepared], prefix_len: int, cache) -> list[list[int]]:
+        """Greedy decode of `batch` (one row each) on a prefix cache that already has one row per question."""
         model, device = self.bundle.model, self.bundle.device
         lm, head = model.model.language_model, model.lm_head
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(len(batch))
         width = max(len(p.ids) - prefix_len for p in batch)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         suffix_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -150,17 +178,18 @@ class PrefixSharingEngine(LlavaEngine):
             embeds = lm.get_input_embeddings()(next_ids[:, None])
         return tokens
 
-    def _fallback(self, members) -> list[tuple[Prepared, list[int]]]:
-        order = sorted(members, key=lambda p: (-len(p.ids), p.index))
-        results = []
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            results += zip(batch, self._generate_batch(batch), strict=True)
-        return results
-
-
-def _pixels_key(pixels: torch.Tensor) -> str:
-    return hashlib.sha256(pixels.detach().to("cpu").contiguous().numpy().tobytes()).hexdigest()
+def _image_key(request: Request) -> str | None:
+    """Identity of a request's image content and preprocessing; None for text-only or multi-image requests."""
+    if len(request.images) != 1:
+        return None
+    image = request.images[0]
+    if isinstance(image, bytes):
+        data = image
+    elif isinstance(image, str) or hasattr(image, "__fspath__"):
+        data = str(image).encode()
+    else:
+        data = f"{image.mode}{image.size}".encode() + image.tobytes()
+    return hashlib.sha256(data).hexdigest() + f":{request.image_mode}"
 
 
 def _common_prefix(members: list[Prepared]) -> int:
