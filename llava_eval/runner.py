@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,10 +209,15 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
         progress.update(len(light) - len(todo))
     out = Appender(pred_file)
     step = getattr(model, "chunk_size", batch_size)
+    chunks = [todo[start:start + step] for start in range(0, len(todo), step)]
+    # The next chunk's images are read and decoded in a background thread while the model answers this one.
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    pending = prefetch.submit(build_requests, task, docs, chunks[0], data_root) if chunks else None
     try:
-        for start in range(0, len(todo), step):
-            chunk = todo[start:start + step]
-            requests, errors = build_requests(task, docs, chunk, data_root)
+        for number, chunk in enumerate(chunks):
+            requests, errors = pending.result()
+            if number + 1 < len(chunks):
+                pending = prefetch.submit(build_requests, task, docs, chunks[number + 1], data_root)
             texts = model.generate(requests) if requests else []
             index_of = {task.doc_id(light[i], i): i for i in chunk}
             lines = []
@@ -225,6 +231,7 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
             if progress is not None:
                 progress.update(len(chunk))
     finally:
+        prefetch.shutdown(wait=True, cancel_futures=True)
         out.close()
     shard.barrier()
     if shard.main and shard.world > 1:
