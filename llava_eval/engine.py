@@ -69,14 +69,19 @@ class LlavaEngine:
     def generate_tokens(self, requests: list[Request]) -> list[list[int]]:
         """New token ids per request (EOS and everything after it removed), in request order."""
         prepared = [self.prepare(i, r) for i, r in enumerate(requests)]
-        # Longest first, so padding stays small and the first batch shows the memory peak.
-        order = sorted(prepared, key=lambda p: (-len(p.ids), p.index))
         out: list[list[int]] = [[] for _ in requests]
+        self._batched(prepared, out)
+        return out
+
+    def _batched(self, prepared: list[Prepared], out: list[list[int]]) -> int:
+        """Generate `prepared` in batches of `batch_size` into `out` (by request index); returns the batch count.
+        Longest first, so padding stays small and the first batch shows the memory peak."""
+        order = sorted(prepared, key=lambda p: (-len(p.ids), p.index))
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             for p, tokens in zip(batch, self._generate_batch(batch), strict=True):
                 out[p.index] = tokens
-        return out
+        return -(-len(order) // self.batch_size)
 
     @torch.inference_mode()
     def _generate_batch(self, batch: list[Prepared]) -> list[list[int]]:

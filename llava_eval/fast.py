@@ -52,13 +52,14 @@ class PrefixSharingEngine(LlavaEngine):
             else:
                 groups[key].append(p)
         out: list[list[int]] = [[] for _ in requests]
-        pieces: dict[int, list] = defaultdict(list)  # prefix length -> (prefix ids, members) pieces
+        image_id = self.bundle.model.config.image_token_id
+        pieces: dict[int, list] = defaultdict(list)  # prefix length -> pieces (questions on one image)
         for members in groups.values():
             if len(members) == 1:
                 singles.extend(members)
                 continue
             prefix_len = min(_common_prefix(members), min(len(p.ids) for p in members) - 1)
-            if any(self._image_id in p.ids[prefix_len:] for p in members):  # the image is not in the shared part
+            if any(image_id in p.ids[prefix_len:] for p in members):  # the image is not in the shared part
                 singles.extend(members)
                 continue
             members = sorted(members, key=lambda p: (len(p.ids), p.index))
@@ -68,37 +69,25 @@ class PrefixSharingEngine(LlavaEngine):
             for chunk in self._chunks(group_pieces, prefix_len):
                 for p, tokens in self._shared_prefix_chunk(chunk, prefix_len):
                     out[p.index] = tokens
-        order = sorted(singles, key=lambda p: (-len(p.ids), p.index))
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            self.stats["single_batches"] += 1
-            for p, tokens in zip(batch, self._generate_batch(batch), strict=True):
-                out[p.index] = tokens
+        self.stats["single_batches"] += self._batched(singles, out)
         return out
 
-    @property
-    def _image_id(self) -> int:
-        return self.bundle.model.config.image_token_id
-
     def _prepare_all(self, requests: list[Request]) -> list[tuple[Prepared, str | None]]:
-        """Prepare requests in worker threads, preprocessing each distinct image once; returns each request
-        with its image key (None without an image)."""
+        """Prepare requests in worker threads, preprocessing each distinct image once (the requests with the same
+        image key reuse its pixels); returns each request with its image key (None without an image)."""
         keys = [_image_key(r) for r in requests]
-        first = {}
+        first: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key is not None:
                 first.setdefault(key, i)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            done = dict(zip(first, pool.map(lambda i: self.prepare(i, requests[i]), first.values()), strict=True))
-            rest = [i for i, key in enumerate(keys) if key is None or first[key] != i]
-            others = dict(zip(rest, pool.map(lambda i: self._prepare_text(i, requests[i], done.get(keys[i])), rest),
-                              strict=True))
-        return [(done[keys[i]] if keys[i] is not None and first[keys[i]] == i else others[i], keys[i])
-                for i in range(len(requests))]
-
-    def _prepare_text(self, index: int, request: Request, same_image: Prepared | None) -> Prepared:
-        # Same key = same image content and preprocessing mode: its pixels are reused as they are.
-        return self.prepare(index, request, None if same_image is None else same_image.pixel_values)
+            prepared = dict(zip(first.values(), pool.map(lambda i: self.prepare(i, requests[i]), first.values()),
+                                strict=True))
+            pixels = {key: prepared[i].pixel_values for key, i in first.items()}
+            rest = [i for i in range(len(requests)) if i not in prepared]
+            prepared.update(zip(rest, pool.map(lambda i: self.prepare(i, requests[i], pixels.get(keys[i])), rest),
+                                strict=True))
+        return [(prepared[i], keys[i]) for i in range(len(requests))]
 
     def _chunks(self, pieces: list[list[Prepared]], prefix_len: int):
         """Pieces (one image's questions each) packed into batches by rows and the token budget."""
