@@ -178,6 +178,14 @@ def check_schema(task: Task, docs: Docs, sample: int = 200) -> None:
                                 f"{docs.source} has {type(value).__name__} {str(value)[:40]!r}")
 
 
+def image_root(data: str, data_root: str | None) -> Path | None:
+    """The folder a source's relative image paths start from: `--data-root`, else the folder of the
+    original LLaVA layout (`llava:DIR`), else none."""
+    if data_root:
+        return Path(data_root)
+    return Path(data[len("llava:"):]) if data.startswith("llava:") else None
+
+
 def resolve_image(value, root: Path | None):
     """A row's image value -> bytes, a checked path, or a PIL image. Paths may not leave the data root."""
     if isinstance(value, dict):

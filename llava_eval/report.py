@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 from pathlib import Path
 
@@ -72,22 +71,18 @@ def _thumbnail(value, root) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
 def _task_section(run_dir: Path, config: dict, name: str, max_samples: int) -> dict:
     from tasks.registry import get_task
 
-    from .data import load_docs
+    from .data import image_root, load_docs
+    from .judge.run import read_verdicts
     from .runner import read_items
+    from .runstate import load_prediction_rows
 
     task = get_task(name)
     items = read_items(run_dir / name / "items.jsonl")
-    prompts = {r["question_id"]: r.get("prompt", "") for r in _read_jsonl(run_dir / name / "predictions.jsonl")}
-    verdicts = {r["question_id"]: r for r in _read_jsonl(run_dir / name / "judge.jsonl")}
+    prompts = {k: r.get("prompt", "") for k, r in load_prediction_rows(run_dir / name / "predictions.jsonl").items()}
+    verdicts = {doc_id: row for (doc_id, _), row in read_verdicts(run_dir / name / "judge.jsonl").items()}
 
     def failed(item) -> bool:
         return item["score"] is None or item["score"] < 1
@@ -95,7 +90,7 @@ def _task_section(run_dir: Path, config: dict, name: str, max_samples: int) -> d
     order = sorted(range(len(items)), key=lambda i: (not failed(items[i]), i))[:max_samples]
     data_root = config.get("data_root")
     data = config.get("data", "synthetic")
-    root = Path(data_root) if data_root else (Path(data[6:]) if data.startswith("llava:") else None)
+    root = image_root(data, data_root)
     try:
         docs = load_docs(task, data, data_root=data_root, limit=config.get("limit"))
     except TaskError:
@@ -112,7 +107,7 @@ def _task_section(run_dir: Path, config: dict, name: str, max_samples: int) -> d
                         "output": "" if item["prediction"] is None else item["prediction"],
                         "parsed": "" if item["parsed"] is None else item["parsed"], "gold": item["gold"],
                         "score": _fmt(item["score"]), "failed": failed(item),
-                        "judge": verdict.get("rationale") or verdict.get("raw", "")})
+                        "judge": verdict.get("raw", "")})
     return {"name": name, "samples": samples, "shown": len(samples), "total": len(items),
             "failures": sum(failed(x) for x in items), "judged": bool(verdicts)}
 
@@ -120,13 +115,10 @@ def _task_section(run_dir: Path, config: dict, name: str, max_samples: int) -> d
 def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500) -> Path:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from .runner import finished_tasks
+    from .runner import read_results, read_run_config
 
-    config_file = run_dir / "config.json"
-    if not config_file.is_file():
-        raise TaskError(f"{run_dir} is not a run directory (no config.json)")
-    config = json.loads(config_file.read_text())
-    results = {n: json.loads((run_dir / n / "metrics.json").read_text()) for n in finished_tasks(run_dir)}
+    config = read_run_config(run_dir)
+    results = read_results(run_dir)
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html", "jinja"]))
     html = env.get_template("report.html.jinja").render(

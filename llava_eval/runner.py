@@ -29,7 +29,7 @@ from pathlib import Path
 from tasks.base import Task, TaskError
 from tasks.registry import get_task
 
-from .data import Docs, load_docs, resolve_image
+from .data import Docs, image_root, load_docs, resolve_image
 from .request import Model
 from .runstate import (
     RunLock,
@@ -309,8 +309,7 @@ def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: s
         _update_config(out_dir / "config.json", run_config(model_id, names, data, limit, batch_size, model_fp, env,
                                                                   data_root) | {"world_size": shard.world})
         shard.barrier()
-        # Rows of the original LLaVA layout hold image paths relative to that folder.
-        root = Path(data_root) if data_root else (Path(data[len("llava:"):]) if data.startswith("llava:") else None)
+        root = image_root(data, data_root)
         results_file = out_dir / "results.json"
         results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         disable = None if progress is None else not progress
@@ -345,7 +344,7 @@ def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: s
 def _run_worker(model, names, out_dir, model_id, data, data_root, limit, batch_size, model_fp, shard) -> dict:
     """A rank other than 0: answer its share of every task, in step with rank 0 (which holds the lock)."""
     shard.barrier()  # rank 0 has locked the directory and written config.json
-    root = Path(data_root) if data_root else (Path(data[len("llava:"):]) if data.startswith("llava:") else None)
+    root = image_root(data, data_root)
     for name in names:
         task = get_task(name)
         docs = load_docs(task, data, data_root=data_root, limit=limit)
@@ -372,20 +371,30 @@ def format_row(entry: dict) -> str:
             + (f"  ({', '.join(flags)})" if flags else ""))
 
 
-def run_docs(run_dir: Path, name: str) -> tuple[Task, list[dict]]:
-    """A task of a finished run and its rows (without images), loaded from the source the run recorded."""
+def read_run_config(run_dir: Path) -> dict:
+    """The config.json of a run directory (an error when `run_dir` is not one)."""
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise TaskError(f"{run_dir} is not a run directory (no config.json)")
-    config = json.loads(config_file.read_text())
+    return json.loads(config_file.read_text())
+
+
+def run_docs(run_dir: Path, name: str) -> tuple[Task, list[dict]]:
+    """A task of a finished run and its rows (without images), loaded from the source the run recorded."""
+    config = read_run_config(run_dir)
     task = get_task(name)
     docs = load_docs(task, config.get("data", "synthetic"), data_root=config.get("data_root"),
                      limit=config.get("limit"))
     return task, list(docs.without_images(task))
 
 
-def finished_tasks(run_dir: Path) -> list[str]:
+def read_results(run_dir: Path) -> dict:
+    """Task name -> metrics entry of every finished task of a run (its results.json)."""
     results_file = run_dir / "results.json"
     if not results_file.is_file():
         raise TaskError(f"{run_dir} has no results.json (no task of it has finished)")
-    return list(json.loads(results_file.read_text()))
+    return json.loads(results_file.read_text())
+
+
+def finished_tasks(run_dir: Path) -> list[str]:
+    return list(read_results(run_dir))

@@ -151,7 +151,8 @@ def compare_runs(run_a, run_b, names: list[str] | None = None, n_boot: int = N_B
     from .runner import finished_tasks, read_predictions, run_docs
 
     run_a, run_b = Path(run_a), Path(run_b)
-    shared = [t for t in finished_tasks(run_a) if t in set(finished_tasks(run_b))]
+    in_b = set(finished_tasks(run_b))
+    shared = [t for t in finished_tasks(run_a) if t in in_b]
     if names:
         missing = [n for n in names if n not in shared]
         if missing:

@@ -11,7 +11,6 @@ and cost; a task with missing verdicts gets no score unless their share is withi
 from __future__ import annotations
 
 import json
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from tasks.llava_bench import average_runs, parse_review_scores, review_messages
 from tasks.mmvet import JUDGE_SETTINGS as MMVET_SETTINGS
 from tasks.mmvet import MAX_TRIES, RETRY_TEMPERATURE_STEP, aggregate_grades, grade_messages, parse_grade
 
-from ..runner import read_predictions, run_docs, write_json
+from ..runner import Appender, read_predictions, run_docs, write_json
 from .cache import VerdictCache
 from .client import JudgeCallError, JudgeClient
 from .config import JudgeConfig
@@ -84,21 +83,7 @@ class IncompleteJudging(TaskError):
     """Raised after judging when a task's missing verdicts exceed the allowed share (metrics are written)."""
 
 
-class _Writer:
-    def __init__(self, path: Path):
-        self.file, self.lock = path.open("a", encoding="utf-8"), threading.Lock()
-
-    def write(self, row: dict) -> None:
-        with self.lock:
-            self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
-            self.file.flush()
-            os.fsync(self.file.fileno())
-
-    def close(self):
-        self.file.close()
-
-
-def _stored(path: Path) -> dict:
+def read_verdicts(path: Path) -> dict:
     """(doc id, run) -> the last verdict line written for it."""
     out = {}
     if path.is_file():
@@ -112,7 +97,7 @@ def _stored(path: Path) -> dict:
 
 
 def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClient, cache: VerdictCache,
-               allow_missing: float = 0.0, progress=None, fresh: bool = False) -> dict:
+               allow_missing: float = 0.0, fresh: bool = False) -> dict:
     """Judge one task of a run; `fresh` asks again for every verdict (stored and cached ones included)."""
     if name not in PROTOCOLS:
         raise TaskError(f"{name} is not judged (judged tasks: {', '.join(PROTOCOLS)})")
@@ -120,14 +105,14 @@ def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClien
     task, docs = run_docs(run_dir, name)
     texts, _ = read_predictions(run_dir / name / "predictions.jsonl")
     verdict_file = run_dir / name / "judge.jsonl"
-    stored = _stored(verdict_file)
+    stored = read_verdicts(verdict_file)
     ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
     jobs = [(i, r) for i, doc_id in enumerate(ids) if doc_id in texts for r in range(config.runs)
             if fresh or (stored.get((doc_id, r)) or {}).get("status") != "ok"
             or stored[(doc_id, r)].get("model") != model]
     counters = {"fresh_calls": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    lock = threading.Lock()
-    writer = _Writer(verdict_file)
+    lock = threading.Lock()  # guards the counters and the verdict file
+    writer = Appender(verdict_file)
 
     def judge_one(job):
         index, run = job
@@ -164,9 +149,8 @@ def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClien
                 row.pop("reason", None)
                 break
             row["reason"] = "unparsable reply"
-        writer.write(row)
-        if progress is not None:
-            progress()
+        with lock:
+            writer.write([row])
         return (doc_id, run), row
 
     try:
