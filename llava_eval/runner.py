@@ -250,7 +250,8 @@ def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None 
     metrics["n_errors"] = len(errors)
     if errors:
         metrics["errors"] = dict(list(errors.items())[:20])
-    ci = bootstrap_ci(task, light, items)
+    value = metrics.get(task.primary_metric)
+    ci = bootstrap_ci(task, light, items, point=value if isinstance(value, int | float) else None)
     if ci is not None:
         metrics["ci95"] = ci
     if items_file is not None:

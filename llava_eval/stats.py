@@ -36,11 +36,12 @@ def _metric(task, docs, items) -> float:
     return math.nan if value is None else float(value)
 
 
-def _is_item_mean(task, docs, items) -> bool:
+def _is_item_mean(point: float, items) -> bool:
+    """Whether the metric's value `point` is the mean item score x 100 (then resampling can run vectorised)."""
     scores = [it.score for it in items if it.score is not None]
     if not scores:
         return False
-    return math.isclose(_metric(task, docs, items), 100.0 * sum(scores) / len(scores), rel_tol=1e-9, abs_tol=1e-9)
+    return math.isclose(point, 100.0 * sum(scores) / len(scores), rel_tol=1e-9, abs_tol=1e-9)
 
 
 def _draws(strata: list, n_boot: int, seed: int) -> np.ndarray:
@@ -63,25 +64,27 @@ def _resampled(task, docs, items, units, draw) -> tuple[list, list]:
     return rdocs, ritems
 
 
-def _replicates(task, docs, items, n_boot: int, seed: int) -> np.ndarray:
-    """The primary metric on `n_boot` resamples of the units."""
+def _replicates(task, docs, items, n_boot: int, seed: int, point: float) -> np.ndarray:
+    """The primary metric on `n_boot` resamples of the units (`point`: its value on all of them)."""
     units, strata = _units(task, docs)
     draws = _draws(strata, n_boot, seed)
-    if _is_item_mean(task, docs, items) and all(len(u) == 1 for u in units):
+    if _is_item_mean(point, items) and all(len(u) == 1 for u in units):
         scores = np.array([np.nan if it.score is None else it.score for it in items], dtype=float)
         picked = scores[draws]
         return 100.0 * np.nanmean(picked, axis=1)
     return np.array([_metric(task, *_resampled(task, docs, items, units, d)) for d in draws])
 
 
-def bootstrap_ci(task, docs: list[dict], items: list, n_boot: int = N_BOOT, seed: int = SEED) -> dict | None:
-    """95% percentile interval of the task's primary metric; None when there is nothing to resample."""
+def bootstrap_ci(task, docs: list[dict], items: list, n_boot: int = N_BOOT, seed: int = SEED,
+                 point: float | None = None) -> dict | None:
+    """95% percentile interval of the task's primary metric (`point`: its value when already computed);
+    None when there is nothing to resample."""
     if not docs or task.needs_judge or not task.scored_locally:
         return None
-    point = _metric(task, docs, items)
+    point = _metric(task, docs, items) if point is None else float(point)
     if math.isnan(point):
         return None
-    reps = _replicates(task, docs, items, n_boot, seed)
+    reps = _replicates(task, docs, items, n_boot, seed, point)
     reps = reps[~np.isnan(reps)]
     if reps.size == 0:
         return None
@@ -98,8 +101,7 @@ def paired_bootstrap(task, docs: list[dict], items_a: list, items_b: list, n_boo
     units, strata = _units(task, docs)
     draws = _draws(strata, n_boot, seed)
     a, b = _metric(task, docs, items_a), _metric(task, docs, items_b)
-    fast = (_is_item_mean(task, docs, items_a) and _is_item_mean(task, docs, items_b)
-            and all(len(u) == 1 for u in units))
+    fast = _is_item_mean(a, items_a) and _is_item_mean(b, items_b) and all(len(u) == 1 for u in units)
     if fast:
         sa = np.array([np.nan if it.score is None else it.score for it in items_a], dtype=float)
         sb = np.array([np.nan if it.score is None else it.score for it in items_b], dtype=float)
@@ -178,7 +180,7 @@ def compare_runs(run_a, run_b, names: list[str] | None = None, n_boot: int = N_B
         row.update(mcnemar(items_a, items_b) or {})
         # McNemar tests the share of right answers: it decides only where that share is the metric (not for
         # POPE's F1 or MMBench's circular accuracy, where the paired bootstrap of the metric itself does).
-        item_mean = _is_item_mean(task, both, items_a) and _is_item_mean(task, both, items_b)
+        item_mean = _is_item_mean(row["a"], items_a) and _is_item_mean(row["b"], items_b)
         p = row["p_mcnemar"] if item_mean and "p_mcnemar" in row else row["p_bootstrap"]
         row["test"] = "mcnemar" if item_mean and "p_mcnemar" in row else "paired bootstrap"
         row["verdict"] = significance_label(p)

@@ -22,9 +22,10 @@ def _scored(name, n, answer_of):
 
 def test_item_mean_fast_path_equals_the_generic_path(monkeypatch):
     task, docs, items = _scored("scienceqa_img", 60, lambda i, d: "A" if i % 3 else "B")
-    fast = stats._replicates(task, docs, items, 200, 3)
+    point = stats._metric(task, docs, items)
+    fast = stats._replicates(task, docs, items, 200, 3, point)
     monkeypatch.setattr(stats, "_is_item_mean", lambda *a: False)
-    slow = stats._replicates(task, docs, items, 200, 3)
+    slow = stats._replicates(task, docs, items, 200, 3, point)
     assert np.allclose(fast, slow)
 
 
