@@ -74,10 +74,10 @@ def judge_options(fn):
 
 
 def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency, timeout,
-                      retries, judged_tasks=("llava_bench", "mmvet")):
-    from .judge.config import load_judge_config
+                      retries):
+    from .judge.config import DEFAULT_MODELS, load_judge_config
 
-    models = {t: judge_model for t in judged_tasks} if judge_model else None
+    models = {t: judge_model for t in DEFAULT_MODELS} if judge_model else None
     config = load_judge_config(judge_config, provider=provider, base_url=base_url, api_key_env=api_key_env,
                                runs=runs, concurrency=concurrency, timeout=timeout, retries=retries)
     if models:

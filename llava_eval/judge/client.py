@@ -41,7 +41,6 @@ class JudgeClient:
                                              **common)
         else:
             self.client = openai.OpenAI(base_url=config.base_url, **common)
-        self.calls = 0
 
     def scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
@@ -73,7 +72,6 @@ class JudgeClient:
     def _once(self, messages, model, temperature, max_tokens) -> Completion:
         import openai
 
-        self.calls += 1
         try:
             response = self.client.chat.completions.create(model=model, messages=messages, temperature=temperature,
                                                            max_tokens=max_tokens)
