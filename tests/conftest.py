@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import pytest
 from PIL import Image, ImageDraw
 
@@ -26,3 +29,48 @@ def shape_image(width: int, height: int, seed: int) -> Image.Image:
 @pytest.fixture
 def make_image():
     return shape_image
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    """A valid all-black 1-bit PNG of any size; 20000x20000 takes ~50 KB: a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows, packer = bytes(1 + (width + 7) // 8) * 1000, zlib.compressobj(9)  # filter byte + packed bits, per row
+    idat = b"".join(packer.compress(rows) for _ in range(height // 1000))
+    idat += packer.compress(rows[:len(rows) // 1000 * (height % 1000)]) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def bomb_png():
+    return png_of_size
+
+
+@pytest.fixture
+def no_big_pixels(monkeypatch):
+    """Fail the test on any decode, canvas or resize of over 10M pixels (an AssertionError, which load_image
+    does not turn into an ImageError), so a refused image is known to be refused before its pixels exist."""
+    from PIL import ImageFile
+
+    def check(size) -> None:
+        assert size[0] * size[1] <= 10_000_000, f"allocated an image of {size[0]}x{size[1]} pixels"
+
+    real_load, real_new, real_resize = ImageFile.ImageFile.load, Image.new, Image.Image.resize
+
+    def load(self):
+        check(self.size)
+        return real_load(self)
+
+    def new(mode, size, *args, **kwargs):
+        check(size)
+        return real_new(mode, size, *args, **kwargs)
+
+    def resize(self, size, *args, **kwargs):
+        check(size)
+        return real_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    monkeypatch.setattr(Image, "new", new)
+    monkeypatch.setattr(Image.Image, "resize", resize)

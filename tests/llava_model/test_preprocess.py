@@ -7,6 +7,7 @@ call of llava/eval/model_vqa.py (resize shortest edge + centre crop).
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 
 from llava_model.errors import ImageError
 from llava_model.preprocess import (
+    check_image_size,
     clip_image_processor,
     expand_to_square,
     load_image,
@@ -262,3 +264,102 @@ def test_load_truncated_png(tmp_path):
     assert str(cut) in str(info.value)
     with pytest.raises(ImageError):
         load_image(data[: len(data) // 2])
+
+
+# --- budgets: decompression bombs and extreme aspect ratios, refused from the header ------------------------
+
+
+def test_load_refuses_a_decompression_bomb_before_decoding(tmp_path, bomb_png, no_big_pixels):
+    data = bomb_png(20000, 20000)
+    assert len(data) < 100_000  # tiny on disk, 400M pixels decoded
+    path = tmp_path / "bomb.png"
+    path.write_bytes(data)
+    # PIL's own check (Image.MAX_IMAGE_PIXELS, at open) meets this one first.
+    with pytest.raises(ImageError, match=r"image .*bomb\.png refused as a decompression bomb: .*400000000 pixels"):
+        load_image(path)
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(data)
+
+
+def test_load_refuses_the_bomb_when_pil_check_is_off(tmp_path, monkeypatch, bomb_png, no_big_pixels):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # PIL's guard is not the one relied on
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png(20000, 20000))
+    with pytest.raises(ImageError, match=r"image 20000x20000 \(.*bomb\.png\) has 400,000,000 pixels "
+                                         r"\(limit 67,108,864\); not decoded"):
+        load_image(path)
+    with pytest.raises(ImageError, match="400,000,000 pixels"):
+        load_image(bomb_png(10000, 40000))
+
+
+def test_pil_decompression_bomb_error_and_warning_are_image_errors(monkeypatch, bomb_png):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 64x64 = 4096: over PIL's warning, under its error
+    with pytest.raises(ImageError, match="decompression bomb"):
+        load_image(bomb_png(100, 100))  # over 2 x 3000: PIL's DecompressionBombError
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ImageError, match="decompression bomb"):
+            load_image(bomb_png(64, 64))
+
+
+def test_load_refuses_an_extreme_aspect_ratio(tmp_path, no_big_pixels):
+    path = tmp_path / "line.png"
+    Image.new("L", (1, 30000)).save(path)  # ~200 bytes; its pad canvas would be 30000x30000
+    assert path.stat().st_size < 1000
+    with pytest.raises(ImageError, match=r"image 1x30000 \(.*line.png\) has an aspect ratio of 30000:1 "
+                                         r"\(limit 100:1\)"):
+        load_image(path)
+    with pytest.raises(ImageError, match="aspect ratio of 30000:1"):
+        load_image(path.read_bytes())
+
+
+def test_load_refuses_a_pil_image_over_budget(no_big_pixels):
+    with pytest.raises(ImageError, match=r"image 30000x1 has an aspect ratio of 30000:1"):
+        load_image(Image.new("L", (30000, 1)))
+    with pytest.raises(ImageError, match="empty"):
+        load_image(Image.new("RGB", (0, 5)))
+
+
+def test_load_refuses_an_image_whose_pad_square_is_too_large(bomb_png, no_big_pixels):
+    # 9000x200: 1.8M pixels and 45:1, but pad mode would build a 9000x9000 canvas (81M pixels).
+    with pytest.raises(ImageError, match="would be padded to a 9000x9000 square of 81,000,000 pixels"):
+        load_image(bomb_png(9000, 200))
+
+
+@pytest.mark.parametrize("size", [(8192, 8192), (8192, 82), (82, 8192), (100, 1), (1, 100), (4000, 3000)])
+def test_sizes_within_budget_pass(size):
+    check_image_size(*size)
+
+
+@pytest.mark.parametrize(("size", "message"), [((8192, 8193), "pixels"), ((101, 1), "101:1"), ((1, 101), "101:1"),
+                                               ((8193, 100), "8193x8193 square"), ((1005, 10), "100.5:1")])
+def test_sizes_over_budget_fail(size, message):
+    with pytest.raises(ImageError, match=message):
+        check_image_size(*size)
+
+
+def test_expand_to_square_refuses_a_giant_canvas(no_big_pixels):
+    with pytest.raises(ImageError, match="1x9000 would be padded to a 9000x9000 square"):
+        expand_to_square(Image.new("RGB", (1, 9000)), PAD)
+
+
+def test_load_refuses_formats_outside_the_list():
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), RED).save(buf, format="PPM")  # PIL can read it; benchmark data never holds it
+    with pytest.raises(ImageError, match="cannot read image"):
+        load_image(buf.getvalue())
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_load_accepts_benchmark_formats(fmt):
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (0, 0, 0)).save(buf, format=fmt)
+    assert load_image(buf.getvalue()).size == (8, 8)
+
+
+def test_load_animated_gif_gives_the_first_frame(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (6, 4), RED), Image.new("RGB", (6, 4), BLUE)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (6, 4) and img.getpixel((0, 0)) == RED
