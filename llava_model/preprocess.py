@@ -18,9 +18,9 @@ from .errors import ImageError
 
 IMAGE_MODES = ("pad", "crop")
 
-# Budgets, checked on the header size before any pixel is decoded. Benchmark images are far inside them:
-# VQAv2/GQA/TextVQA/VizWiz/POPE photos are at most ~4000x3000, MME posters and screenshots, ScienceQA
-# diagrams and panoramas stay under 20:1.
+# Budgets, checked on the header size before any pixel is decoded. Benchmark images are far inside them
+# (VQAv2/GQA/TextVQA/VizWiz/POPE photos are at most ~4000x3000; MME posters and screenshots, ScienceQA
+# diagrams and panoramas are smaller and under 20:1); an image over them is an ImageError, one row's error.
 # - Pad mode builds a square canvas of side max(W, H), so the canvas (not the image) is what must fit:
 #   max(W, H)**2 <= MAX_IMAGE_PIXELS = 8192**2 = 67.1M pixels (this also bounds W*H). Measured, pad + the
 #   CLIP processor hold ~14 bytes per canvas pixel at their peak (the canvas, its array, the channel-first
