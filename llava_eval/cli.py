@@ -75,8 +75,9 @@ def judge_options(fn):
 
 def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency, timeout,
                       retries):
-    from .judge.config import DEFAULT_MODELS, load_judge_config
+    from .judge.config import DEFAULT_MODELS, check_endpoint, load_judge_config
 
+    check_endpoint(api_key_env, base_url)
     models = {t: judge_model for t in DEFAULT_MODELS} if judge_model else None
     config = load_judge_config(judge_config, provider=provider, base_url=base_url, api_key_env=api_key_env,
                                runs=runs, concurrency=concurrency, timeout=timeout, retries=retries)
@@ -214,6 +215,7 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     from tasks.registry import resolve
 
     from .engine import LlavaEngine
+    from .judge.config import check_endpoint
     from .runner import run as run_tasks
     from .runner import shard_from_env
     from .runstate import environment, model_fingerprint
@@ -230,6 +232,7 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     from .judge.run import PROTOCOLS
 
     judged = [n for n in names if n in PROTOCOLS]
+    check_endpoint(api_key_env, base_url)  # refused even when no task is judged: the command line is recorded
     configured = judge_config or provider or base_url
     config = judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
                                timeout, retries) if configured and judged else None

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from llava_model.errors import UserError
 
+from .redact import redact_argv
+
 LOCK_NAME = ".lock"
 _DESCRIBE = {"model": "a different model (weights, tokenizer, template or image preprocessing)",
              "settings": "different generation settings", "task_version": "a different task version",
@@ -200,7 +202,8 @@ def environment(bundle=None) -> dict:
 
     env = {"llava_eval": ver("llava-eval"), "git_commit": git_commit(), "python": platform.python_version(),
            "torch": ver("torch"), "transformers": ver("transformers"), "platform": platform.platform(),
-           "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+           "command": redact_argv([Path(sys.argv[0]).name, *sys.argv[1:]]),
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if bundle is not None:
         param = next(bundle.model.parameters())
         env.update(device=str(param.device), dtype=str(param.dtype).removeprefix("torch."),
