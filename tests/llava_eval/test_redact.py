@@ -1,9 +1,11 @@
-"""Secrets are masked in recorded command lines; names, paths and numbers are kept."""
+"""Secrets are masked in recorded command lines and error lines; names, paths and numbers are kept."""
 
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
+from llava_eval.cli import main
 from llava_eval.redact import MASK, looks_secret, redact_argv, redact_text
 
 
@@ -30,3 +32,9 @@ def test_values_of_secret_options_are_masked_but_variable_names_kept():
             "5", "--password", "hunter2"]
     assert redact_argv(argv) == ["llava-eval", "judge", "--api-key", MASK, f"--token={MASK}", "--api-key-env",
                                  "MY_KEY", "--max-new-tokens", "5", "--password", MASK]
+
+
+def test_error_lines_do_not_show_url_credentials():
+    result = CliRunner().invoke(main, ["generate", "--model", "https://alice:hunter2secret@h/m", "--prompt", "hi"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert "hunter2secret" not in result.output and "https://***@h/m" in result.stderr
