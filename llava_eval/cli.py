@@ -14,17 +14,22 @@ MODEL_HELP = ("Checkpoint directory (llava-hf or original LLaVA format), built-i
 
 
 def user_errors(fn):
-    """Turn the project's user-facing errors into one line on stderr and exit status 2."""
+    """Turn an expected failure (the project's user-facing errors, a file-system error on a path the user gave,
+    a file that is not UTF-8) into one line on stderr and exit status 2. Anything else is a bug and keeps its
+    traceback; click's usage errors never reach here."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from llava_model.errors import UserError
-        from tasks.base import TaskError
+        from .errors import EXPECTED, explain
+        from .redact import redact_text
 
         try:
             return fn(*args, **kwargs)
-        except (UserError, TaskError) as exc:
-            click.echo(f"error: {exc}", err=True)
+        except EXPECTED as exc:
+            message = explain(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {redact_text(' '.join(message.split()), random_tokens=False)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -75,8 +80,9 @@ def judge_options(fn):
 
 def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency, timeout,
                       retries):
-    from .judge.config import DEFAULT_MODELS, load_judge_config
+    from .judge.config import DEFAULT_MODELS, check_endpoint, load_judge_config
 
+    check_endpoint(api_key_env, base_url)
     models = {t: judge_model for t in DEFAULT_MODELS} if judge_model else None
     config = load_judge_config(judge_config, provider=provider, base_url=base_url, api_key_env=api_key_env,
                                runs=runs, concurrency=concurrency, timeout=timeout, retries=retries)
@@ -142,6 +148,9 @@ def convert(src, dst, vision_tower, dtype):
     """Convert an original LLaVA checkpoint (SRC) to a llava-eval/llava-hf directory (DST)."""
     from llava_model.checkpoint import load_bundle, save_bundle
 
+    from .errors import check_output
+
+    check_output(dst, "DST", folder=True)
     bundle = load_bundle(src, device="cpu", dtype=dtype, vision_tower=vision_tower)
     save_bundle(bundle, dst)
     click.echo(f"wrote {dst} (template {bundle.template.name}, image mode {bundle.image_mode})")
@@ -214,6 +223,8 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     from tasks.registry import resolve
 
     from .engine import LlavaEngine
+    from .errors import DISK_FULL, check_output, disk_full_in_run
+    from .judge.config import check_endpoint
     from .runner import run as run_tasks
     from .runner import shard_from_env
     from .runstate import environment, model_fingerprint
@@ -230,6 +241,7 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     from .judge.run import PROTOCOLS
 
     judged = [n for n in names if n in PROTOCOLS]
+    check_endpoint(api_key_env, base_url)  # refused even when no task is judged: the command line is recorded
     configured = judge_config or provider or base_url
     config = judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
                                timeout, retries) if configured and judged else None
@@ -239,7 +251,7 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
         raise UserError("--resume needs --out naming an existing run directory (with config.json)")
     if shard.world > 1 and not out_dir:
         raise UserError("a data-parallel run (torchrun) needs --out: every rank must write to the same directory")
-    out = Path(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    out = check_output(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}", "--out", folder=True)
     bundle = load_from_options(model, device, dtype, template, image_mode, vision_tower)
     fingerprint = model_fingerprint(bundle)
     say(f"model {bundle.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; run directory {out}"
@@ -255,6 +267,10 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise disk_full_in_run(exc, out) from None
     if not shard.main:
         return
     if config is not None:
@@ -307,8 +323,10 @@ def submit(run_dir, task_name, out_file, data, extra_items):
     from tasks.registry import get_task
 
     from .data import load_docs
+    from .errors import check_output
     from .runner import read_predictions
 
+    check_output(out_file, "--out")
     run_path = Path(run_dir)
     task = get_task(task_name)
     pred_file = run_path / task_name / "predictions.jsonl"
@@ -341,7 +359,11 @@ def leaderboard(run_dirs, out_file, with_paper, markdown_file, plot_file):
     from pathlib import Path
 
     from . import leaderboard as lb
+    from .errors import check_output
 
+    for path, option in ((out_file, "--out"), (markdown_file, "--markdown"), (plot_file, "--plot")):
+        if path:
+            check_output(path, option)
     frame = lb.table(run_dirs, with_paper=with_paper)
     frame.to_csv(out_file, index=False)
     click.echo(f"wrote {out_file} ({len(run_dirs)} runs{', with the paper rows' if with_paper else ''})")
@@ -362,8 +384,11 @@ def leaderboard(run_dirs, out_file, with_paper, markdown_file, plot_file):
 def compare(run_a, run_b, task_list, csv_file):
     """Per benchmark, B - A on the docs both runs answered, with a paired bootstrap 95% interval and
     p-value, and McNemar's exact test where every score is right or wrong."""
+    from .errors import check_output
     from .stats import compare_runs
 
+    if csv_file:
+        check_output(csv_file, "--csv")
     rows = compare_runs(run_a, run_b, task_list.split(",") if task_list else None)
     if not rows:
         click.echo("no locally scored task finished in both runs")
@@ -393,8 +418,11 @@ def report(run_dir, out_file, max_samples):
     """Write a static HTML report: summary with intervals and paper deltas, and browsable samples."""
     from pathlib import Path
 
+    from .errors import check_output
     from .report import write_report
 
+    if out_file:
+        check_output(out_file, "--out")
     path = write_report(Path(run_dir), Path(out_file) if out_file else None, max_samples=max_samples)
     click.echo(f"wrote {path}")
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from llava_model.errors import UserError
 
+from .redact import redact_argv
+
 LOCK_NAME = ".lock"
 _DESCRIBE = {"model": "a different model (weights, tokenizer, template or image preprocessing)",
              "settings": "different generation settings", "task_version": "a different task version",
@@ -152,8 +154,8 @@ def check_fingerprints(path: Path, rows: dict, expected: dict, per_doc: dict | N
 # ---- predictions file -----------------------------------------------------------------------------------
 def load_prediction_rows(path: Path, repair: bool = False) -> dict:
     """doc id -> last line for that doc. A last line cut off by a crash (no newline, not valid JSON) is
-    cut away when `repair` is set (the resume path) and ignored otherwise; a broken line anywhere else
-    is an error."""
+    cut away when `repair` is set (the resume path) and ignored otherwise; a broken line anywhere else,
+    or one without a string or integer question_id and a string `text` or `error`, is an error."""
     rows: dict = {}
     if not path.is_file():
         return rows
@@ -164,7 +166,7 @@ def load_prediction_rows(path: Path, repair: bool = False) -> dict:
         try:
             json.loads(tail)
             lines.append(tail)  # a complete line that only lacks its newline
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or not UTF-8 (cut inside a character)
             if repair:
                 keep = len(data) - len(tail)
                 with path.open("r+b") as f:
@@ -178,13 +180,28 @@ def load_prediction_rows(path: Path, repair: bool = False) -> dict:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or not UTF-8
             raise RunStateError(f"{path}:{number}: not valid JSON (the file is damaged; delete the line or "
                                 "the file to redo those docs)") from None
-        if not isinstance(row, dict) or "question_id" not in row:
-            raise RunStateError(f"{path}:{number}: expected a JSON object with a question_id")
+        problem = _line_problem(row)
+        if problem:
+            raise RunStateError(f"{path}:{number}: {problem} (the file is damaged; delete the line or the file "
+                                "to redo that doc)")
         rows[row["question_id"]] = row
     return rows
+
+
+def _line_problem(row) -> str | None:
+    if not isinstance(row, dict):
+        return "expected a JSON object with a question_id"
+    doc_id = row.get("question_id")
+    if isinstance(doc_id, bool) or not isinstance(doc_id, str | int):
+        return "expected a JSON object with a question_id (a string or an integer)"
+    if "text" in row:
+        return None if isinstance(row["text"], str) else f"'text' must be a string, not {type(row['text']).__name__}"
+    if "error" in row:
+        return None if isinstance(row["error"], str) else "'error' must be a string"
+    return "the line has neither 'text' nor 'error'"
 
 
 # ---- environment ----------------------------------------------------------------------------------------
@@ -200,7 +217,8 @@ def environment(bundle=None) -> dict:
 
     env = {"llava_eval": ver("llava-eval"), "git_commit": git_commit(), "python": platform.python_version(),
            "torch": ver("torch"), "transformers": ver("transformers"), "platform": platform.platform(),
-           "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+           "command": redact_argv([Path(sys.argv[0]).name, *sys.argv[1:]]),
+           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if bundle is not None:
         param = next(bundle.model.parameters())
         env.update(device=str(param.device), dtype=str(param.dtype).removeprefix("torch."),

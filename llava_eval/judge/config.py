@@ -18,15 +18,20 @@ cache: null                 # SQLite file; default <run dir>/judge-cache.sqlite
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava_model.errors import UserError
 
+from ..redact import looks_secret
+
 PROVIDERS = ("openai", "azure", "compatible")
 # Reference: protocol 3.10 / 3.11: the judges of the published numbers.
 DEFAULT_MODELS = {"llava_bench": "gpt-4-0314", "mmvet": "gpt-4-0613"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 class JudgeConfigError(UserError):
@@ -48,6 +53,7 @@ class JudgeConfig:
     cache: str | None = None
 
     def __post_init__(self):
+        check_endpoint(self.api_key_env, self.base_url, "judge config")
         if self.provider not in PROVIDERS:
             raise JudgeConfigError(f"judge provider must be one of {', '.join(PROVIDERS)}; got {self.provider!r}")
         if self.provider == "compatible" and not self.base_url:
@@ -58,13 +64,17 @@ class JudgeConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "retries" else 1):
                 raise JudgeConfigError(f"judge {name} must be a positive integer, got {value!r}")
-        if not isinstance(self.timeout, int | float) or self.timeout <= 0:
+        if not _non_negative_number(self.timeout) or self.timeout == 0:
             raise JudgeConfigError(f"judge timeout must be a positive number of seconds, got {self.timeout!r}")
         if not isinstance(self.models, dict) or not isinstance(self.prices, dict):
             raise JudgeConfigError("judge models and prices must be mappings")
         for model, price in self.prices.items():
             if not (isinstance(price, dict) and set(price) == {"input", "output"}):
                 raise JudgeConfigError(f"judge price of {model!r} needs exactly input and output (USD per 1M tokens)")
+            for side, value in price.items():
+                if not _non_negative_number(value):
+                    raise JudgeConfigError(f"judge price of {model!r}: {side} must be a number of USD per 1M tokens "
+                                           f"(0 or more), got {value!r}")
 
     def model_for(self, task: str) -> str:
         return self.models.get(task) or DEFAULT_MODELS.get(task) or "gpt-4-0613"
@@ -83,6 +93,25 @@ class JudgeConfig:
         return (prompt_tokens * price["input"] + completion_tokens * price["output"]) / 1e6
 
 
+def _non_negative_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def check_endpoint(api_key_env, base_url, source: str = "command line") -> None:
+    """Refuse a key where the name of its environment variable belongs, and a base_url that carries
+    credentials; the message never repeats the value, which may be a secret."""
+    option = "--api-key-env" if source == "command line" else f"{source}: api_key_env"
+    if api_key_env is not None and (not isinstance(api_key_env, str) or not ENV_NAME.fullmatch(api_key_env)
+                                    or looks_secret(api_key_env)):
+        raise JudgeConfigError(f"{option} must name an environment variable (letters, digits, _), not hold a "
+                               "key; the value given is not shown")
+    option = "--base-url" if source == "command line" else f"{source}: base_url"
+    if base_url is not None and (not isinstance(base_url, str) or looks_secret(base_url)):
+        raise JudgeConfigError(f"{option} must be a plain URL without credentials (user:password@, key "
+                               "parameters); put the key in the environment variable named by api_key_env. The "
+                               "value given is not shown")
+
+
 def load_judge_config(path: str | Path | None = None, **overrides) -> JudgeConfig:
     """The config from a YAML file (optional) with CLI overrides (None values ignored)."""
     import yaml
@@ -90,6 +119,8 @@ def load_judge_config(path: str | Path | None = None, **overrides) -> JudgeConfi
     values: dict = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise JudgeConfigError(f"judge config {path} is a folder; name the YAML file")
         if not path.is_file():
             raise JudgeConfigError(f"judge config not found: {path}")
         try:

@@ -261,6 +261,26 @@ def test_config_file_with_a_key_is_refused(tmp_path, run_dir):
     assert result.exit_code == 2 and "holds no key" in result.output
 
 
+@pytest.mark.parametrize("yaml_text, fragment", [
+    ('prices: {gpt-4: {input: "cheap", output: 1}}', "price of 'gpt-4'"),
+    ("prices: {gpt-4: {input: 1, output: -2}}", "price of 'gpt-4'"),
+    ("prices: {gpt-4: {input: false, output: 1}}", "price of 'gpt-4'"),
+    ("timeout: .nan", "timeout"),
+    (f"api_key_env: {KEY}", "must name an environment variable"),
+    ("api_key_env: [OPENAI_API_KEY]", "must name an environment variable"),
+    (f"provider: compatible\nbase_url: https://me:{KEY}@127.0.0.1/v1", "without credentials"),
+])
+def test_judge_config_is_checked_when_loaded(yaml_text, fragment, tmp_path):
+    """Refused before any request is made (and paid for), without repeating a secret."""
+    from llava_eval.judge.config import JudgeConfigError, load_judge_config
+
+    config = tmp_path / "judge.yaml"
+    config.write_text(yaml_text + "\n")
+    with pytest.raises(JudgeConfigError, match=fragment) as caught:
+        load_judge_config(config)
+    assert KEY not in str(caught.value)
+
+
 def test_cost_is_recorded_from_config_prices(server, run_dir, tmp_path):
     config = tmp_path / "judge.yaml"
     config.write_text(f"provider: compatible\nbase_url: {server['url']}\napi_key_env: JUDGE_TEST_KEY\nruns: 1\n"

@@ -145,3 +145,18 @@ def test_generation_settings_fingerprint_differs_with_cap():
 
     base = GenerationSettings(max_new_tokens=128)
     assert settings_fingerprint(base) != settings_fingerprint(replace(base, max_new_tokens=1024))
+
+
+def test_recorded_command_line_keeps_no_secret(tmp_path, monkeypatch):
+    from llava_eval.runstate import environment
+
+    token = "hf_" + "Ab1" * 12
+    monkeypatch.setattr("sys.argv", ["/usr/bin/llava-eval", "judge", "runs/x", "--base-url", "https://alice:pw1@h/v1",
+                                     "--api-key-env", "JUDGE_KEY", "--hf-token", "plain", "--api-key=abc", token,
+                                     "Bearer eyJhbGciOiJIUzI1NiJ9", "--max-new-tokens", "5"])
+    command = environment()["command"]
+    assert command == ["llava-eval", "judge", "runs/x", "--base-url", "https://***@h/v1", "--api-key-env",
+                       "JUDGE_KEY", "--hf-token", "***", "--api-key=***", "***", "Bearer ***", "--max-new-tokens", "5"]
+    _run(CountingModel(), tmp_path, limit=2)
+    recorded = (tmp_path / "config.json").read_text()
+    assert "pw1" not in recorded and token not in recorded and "eyJ" not in recorded
