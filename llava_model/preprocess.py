@@ -10,6 +10,7 @@ the CLIP processor directly (crop).
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -37,6 +38,10 @@ MAX_ASPECT_RATIO = 100
 # can open (EPS runs Ghostscript, ICO/ICNS hold embedded images of another size, ...) are refused rather
 # than handed to their decoders.
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+# PIL warns (two lines on stderr) at open for images between its warning and error thresholds, before our own
+# check refuses them; an error instead becomes the one ImageError line below. Process-wide on purpose: a
+# `catch_warnings` block per call is not thread-safe next to the runner's prefetch thread.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def check_image_size(width: int, height: int, name: str | None = None) -> None:

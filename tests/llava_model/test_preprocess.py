@@ -363,3 +363,18 @@ def test_load_animated_gif_gives_the_first_frame(tmp_path):
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
     img = load_image(path)
     assert img.mode == "RGB" and img.size == (6, 4) and img.getpixel((0, 0)) == RED
+
+
+def test_an_image_past_pils_warning_threshold_is_one_error_line(tmp_path, bomb_png):
+    """10000 x 10000 lies between PIL's warning (89.5M) and error (179M) thresholds: PIL's two warning lines
+    must not precede the one error line."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.png"
+    path.write_bytes(bomb_png(10000, 10000))
+    done = subprocess.run([sys.executable, "-m", "llava_eval", "generate", "--model", "tiny", "--image", str(path),
+                           "--prompt", "What is this?"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: image ") and "big.png" in lines[0], done.stderr
