@@ -317,3 +317,30 @@ def test_unreachable_hub_fails_at_once_in_one_line(original_without_tower, tmp_p
                           tmp_path, **env)
     one_line_stderr(proc, "cannot fetch vision tower", "--vision-tower")
     assert time.monotonic() - start < 20  # the hub's own retries wait about 25 s
+
+
+# ---- other directories that are loaded: a vision tower, the trainer's LLM and stage-1 weights ------------
+def test_vision_tower_directory_with_code_is_refused(tmp_path):
+    from llava_model.vision_tower import tower_dir
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip", "auto_map": {"AutoConfig": "x.C"}}))
+    with pytest.raises(CheckpointError, match="ships its own code"):
+        tower_dir(str(tmp_path))
+
+
+def test_training_llm_directory_with_code_is_refused(tmp_path):
+    from train.trainer import _from_llm_and_tower
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "auto_map": {"AutoConfig": "x.C"}}))
+    with pytest.raises(CheckpointError, match=r"auto_map in config\.json"):
+        _from_llm_and_tower(tmp_path, str(tmp_path / "clip"), seed=0)
+
+
+@pytest.mark.parametrize("name,data", [("trainable.safetensors", b"\x08" + bytes(20)),
+                                       ("mm_projector.bin", b"not a pickle")], ids=["safetensors", "bin"])
+def test_corrupt_stage1_weights_are_one_error(tiny_bundle, tmp_path, name, data):
+    from train.trainer import load_trainable
+
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        load_trainable(tiny_bundle, tmp_path)
