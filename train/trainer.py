@@ -158,6 +158,9 @@ def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
 
     if not llm_dir.is_dir():
         raise UserError(f"model_init {str(llm_dir)!r} is neither a preset, a llava checkpoint nor an LLM folder")
+    if not tower:
+        raise UserError(f"model_init {str(llm_dir)!r} is an LLM folder: the recipe needs vision_tower (a CLIP "
+                        "directory or hub id)")
     refuse_remote_code(llm_dir)
     text = load_config(LlamaConfig, llm_dir)
     tower_path = tower_dir(tower)

@@ -344,3 +344,12 @@ def test_corrupt_stage1_weights_are_one_error(tiny_bundle, tmp_path, name, data)
     (tmp_path / name).write_bytes(data)
     with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
         load_trainable(tiny_bundle, tmp_path)
+
+
+def test_training_llm_directory_without_a_tower_is_one_error(tmp_path):
+    from llava_model.errors import UserError
+    from train.trainer import _from_llm_and_tower
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(UserError, match="vision_tower"):
+        _from_llm_and_tower(tmp_path, None, seed=0)
