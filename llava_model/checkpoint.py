@@ -17,9 +17,21 @@ from pathlib import Path
 
 import torch
 
-from .conversation import Template, get_template
-from .errors import CheckpointError
+from .checkpoint_files import (
+    check_safetensors,
+    load_config,
+    load_tokenizer,
+    one_line,
+    quiet_loading,
+    read_json_object,
+    read_weight_file,
+    read_weights,
+    refuse_remote_code,
+)
+from .conversation import TEMPLATES, Template, get_template
+from .errors import CheckpointError, UserError
 from .preprocess import IMAGE_MODES, clip_image_processor
+from .vision_tower import tower_dir, vision_tower_weights
 
 BUNDLE_FILE = "llava_eval.json"
 # Checkpoints that ship inside the package, loadable by name with no download.
@@ -64,21 +76,46 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str) -> str:
+    """Refuse a device this machine lacks (`cuda` without CUDA, `cuda:3` with two GPUs, `mps` off a Mac,
+    `gpu7`) before any weights load."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UserError(f"unknown device {device!r} ({one_line(exc)}); use cpu, cuda, cuda:N or mps") from None
+    backend = getattr(torch, parsed.type, None)
+    is_available = getattr(backend, "is_available", None)
+    if is_available is None:
+        raise UserError(f"device {device!r} cannot run a model here; use cpu, cuda, cuda:N or mps")
+    if not is_available():
+        raise UserError(f"device {device!r} is not available here (no {parsed.type.upper()}); use --device cpu")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if parsed.index is not None and parsed.index >= count:
+        raise UserError(f"device {device!r} is not available here: {count} {parsed.type} device(s), "
+                        f"{parsed.type}:0 to {parsed.type}:{count - 1}")
+    return device
+
+
 def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = None, template: str | None = None,
                 image_mode: str | None = None, vision_tower: str | None = None, seed: int = 0) -> LlavaBundle:
     """Load `spec` (preset name or checkpoint directory). `template`/`image_mode` override what the
-    checkpoint records; `vision_tower` points an original checkpoint at a local CLIP directory."""
+    checkpoint records; `vision_tower` points an original checkpoint at a local CLIP directory.
+    Every argument is checked before anything loads; no code from the checkpoint ever runs."""
     from .presets import PRESETS
 
-    device = device or default_device()
+    device = check_device(device or default_device())
     torch_dtype = _dtype(dtype, device)
+    override = get_template(template) if template else None
+    if image_mode and image_mode not in IMAGE_MODES:
+        raise CheckpointError(f"unknown image mode {image_mode!r}; valid: {', '.join(IMAGE_MODES)}")
     path = BUILTIN_CHECKPOINTS.get(spec, Path(spec))
     if path.is_dir():
-        config = _read_json(path / "config.json")
+        refuse_remote_code(path)
+        config = read_json_object(path / "config.json")
         if _is_original(config):
             bundle = _load_original(path, config, vision_tower, torch_dtype)
         else:
-            bundle = _load_hf(path, config, torch_dtype)
+            bundle = _load_hf(path, config, torch_dtype, template, image_mode)
     elif spec in PRESETS:
         bundle = _load_preset(spec, torch_dtype, seed)
     elif path.exists() or "/" in spec or spec.startswith("."):
@@ -86,28 +123,18 @@ def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = Non
     else:
         raise CheckpointError(f"unknown model {spec!r}: not a checkpoint directory, a preset "
                               f"({', '.join(PRESETS)}) or a built-in checkpoint ({', '.join(BUILTIN_CHECKPOINTS)})")
-    if template:
-        bundle.template = get_template(template)
+    if override:
+        bundle.template = override
     if image_mode:
-        if image_mode not in IMAGE_MODES:
-            raise CheckpointError(f"unknown image mode {image_mode!r}; valid: {', '.join(IMAGE_MODES)}")
         bundle.image_mode = image_mode
     bundle.model.to(device).eval()
     return bundle
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file missing: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-
-
 def _is_original(config: dict) -> bool:
-    archs = config.get("architectures") or []
-    return "mm_vision_tower" in config or any(a.startswith("LlavaLlama") for a in archs)
+    archs = config.get("architectures")
+    archs = archs if isinstance(archs, list) else []
+    return "mm_vision_tower" in config or any(isinstance(a, str) and a.startswith("LlavaLlama") for a in archs)
 
 
 def _load_preset(name: str, torch_dtype: torch.dtype, seed: int) -> LlavaBundle:
@@ -129,75 +156,99 @@ def _load_preset(name: str, torch_dtype: torch.dtype, seed: int) -> LlavaBundle:
                        preset.image_mode, f"preset:{name}")
 
 
-def _bundle_meta(path: Path, config: dict) -> tuple[str, str]:
+def _recorded(path: Path, found: tuple, default: str, valid: tuple, flag: str) -> str:
+    """The first value set among `found` ((file, key, value), ...), checked against `valid`."""
+    for file, key, value in found:
+        if value:
+            if not isinstance(value, str) or value not in valid:
+                raise CheckpointError(f"{path / file} has unknown {key} {value!r}; valid: {', '.join(valid)} "
+                                      f"(or override it with {flag})")
+            return value
+    return default
+
+
+def _bundle_meta(path: Path, config: dict, template: str | None, image_mode: str | None) -> tuple[Template, str]:
+    """The template and image mode the checkpoint records (checked), unless the caller overrides them."""
     meta_file = path / BUNDLE_FILE
-    meta = _read_json(meta_file) if meta_file.is_file() else {}
+    meta = read_json_object(meta_file) if meta_file.is_file() else {}
     # llava-hf checkpoints record neither: LLaVA-1.5 evaluates with vicuna_v1 and pads to square.
-    template = meta.get("template") or config.get("llava_template") or "vicuna_v1"
-    image_mode = meta.get("image_mode") or config.get("image_aspect_ratio") or "pad"
-    if image_mode == "square":
-        image_mode = "crop"
-    return template, image_mode
+    if not template:
+        found = ((BUNDLE_FILE, "template", meta.get("template")),
+                 ("config.json", "llava_template", config.get("llava_template")))
+        template = _recorded(path, found, "vicuna_v1", tuple(sorted(TEMPLATES)), "--template")
+    if not image_mode:
+        found = ((BUNDLE_FILE, "image_mode", meta.get("image_mode")),
+                 ("config.json", "image_aspect_ratio", config.get("image_aspect_ratio")))
+        image_mode = _recorded(path, found, "pad", (*IMAGE_MODES, "square"), "--image-mode")
+    return get_template(template), "crop" if image_mode == "square" else image_mode
 
 
-def _load_hf(path: Path, config: dict, torch_dtype: torch.dtype) -> LlavaBundle:
-    from transformers import AutoImageProcessor, LlavaConfig, LlavaForConditionalGeneration
+def _load_hf(path: Path, config: dict, torch_dtype: torch.dtype, template: str | None = None,
+             image_mode: str | None = None) -> LlavaBundle:
+    from transformers import LlavaConfig
 
     if config.get("model_type") != "llava":
         raise CheckpointError(f"{path}/config.json has model_type {config.get('model_type')!r}; expected 'llava' "
                               "(llava-hf format) or an original LLaVA config with mm_* fields")
+    recorded_template, recorded_mode = _bundle_meta(path, config, template, image_mode)  # fail before the weights
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         raise CheckpointError(f"no *.safetensors weights in {path} (only safetensors are loaded for this format)")
+    check_safetensors(weights)
+    cfg = load_config(LlavaConfig, path)
     try:
-        if config.get("llava_projector") == "linear":
-            from .model import apply_projector_type
+        with quiet_loading():
+            model = _hf_model(path, cfg, weights, torch_dtype, linear=config.get("llava_projector") == "linear")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot load checkpoint {path}: {one_line(exc)}") from None
+    return LlavaBundle(model, load_tokenizer(path), _image_processor(path, model), recorded_template, recorded_mode,
+                       str(path))
 
-            cfg = LlavaConfig.from_pretrained(str(path))
-            model = LlavaForConditionalGeneration(cfg)
-            apply_projector_type(model)
-            _load_state_dict_strict(model, _read_safetensors(weights), str(path))
-            model.to(torch_dtype)
-        else:
-            model, info = LlavaForConditionalGeneration.from_pretrained(
-                str(path), dtype=torch_dtype, output_loading_info=True, local_files_only=True)
-            _check_loading_info(info, str(path))
-        tokenizer = load_tokenizer(path)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load checkpoint {path}: {_first_line(exc)}") from None
+
+def _hf_model(path: Path, cfg, weights: list[Path], torch_dtype: torch.dtype, linear: bool):
+    from transformers import LlavaForConditionalGeneration
+
+    if linear:
+        from .model import apply_projector_type
+
+        model = LlavaForConditionalGeneration(cfg)
+        apply_projector_type(model)
+        state = {}
+        for f in weights:
+            state.update(read_weight_file(f))
+        _load_state_dict_strict(model, state, str(path))
+        return model.to(torch_dtype)
+    model, info = LlavaForConditionalGeneration.from_pretrained(
+        str(path), config=cfg, dtype=torch_dtype, output_loading_info=True, local_files_only=True,
+        trust_remote_code=False, ignore_mismatched_sizes=True)  # mismatches are reported below, by name
+    _check_loading_info(info, str(path))
+    return model
+
+
+def _image_processor(path: Path, model):
+    from transformers import AutoImageProcessor
+
     try:
-        image_processor = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
+        with quiet_loading():
+            return AutoImageProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError):
-        image_processor = clip_image_processor(model.config.vision_config.image_size)
-    template, image_mode = _bundle_meta(path, config)
-    return LlavaBundle(model, tokenizer, image_processor, get_template(template), image_mode, str(path))
-
-
-def load_tokenizer(path: Path):
-    """The checkpoint's tokenizer. A Llama tokenizer is loaded as `LlamaTokenizer` by name: next to a
-    `model_type: llava` config, AutoTokenizer picks a generic backend that converts `tokenizer.model`
-    without SentencePiece's dummy-prefix space, which changes the ids after `<image>`."""
-    from transformers import AutoTokenizer, LlamaTokenizer
-
-    config_file = path / "tokenizer_config.json"
-    tok_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    if tok_config.get("tokenizer_class") in ("LlamaTokenizer", "LlamaTokenizerFast"):
-        return LlamaTokenizer.from_pretrained(str(path), local_files_only=True)
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        # No processor config (or one naming a backend this install lacks): LLaVA-1.5 preprocesses as CLIP.
+        return clip_image_processor(model.config.vision_config.image_size)
+    except Exception as exc:  # noqa: BLE001 - processor construction raises many types on hostile values
+        raise CheckpointError(f"cannot load the image processor of {path}: {one_line(exc)}") from None
 
 
 def _check_loading_info(info: dict, where: str) -> None:
     missing = [k for k in info.get("missing_keys", []) if "inv_freq" not in k]
     unexpected = [k for k in info.get("unexpected_keys", []) if "inv_freq" not in k]
-    mismatched = info.get("mismatched_keys", [])
-    if missing or unexpected or mismatched:
-        raise CheckpointError(f"weights in {where} do not match the model: {_describe_keys(missing, unexpected)}"
-                              + (f"; shape mismatches: {_short(mismatched)}" if mismatched else ""))
+    # transformers lists a mismatch as (key, shape in the file, shape the config asks for).
+    mismatched = sorted(f"{m[0]} {tuple(m[1])} vs {tuple(m[2])}" if isinstance(m, tuple) and len(m) == 3 else str(m)
+                        for m in info.get("mismatched_keys", []))
+    parts = [_describe_keys(missing, unexpected)] if missing or unexpected else []
+    if mismatched:
+        parts.append(f"wrong shapes (file vs config.json): {_short(mismatched)}")
+    if parts:
+        raise CheckpointError(f"weights in {where} do not match the model: {'; '.join(parts)}")
 
 
 def _short(keys, n: int = 6) -> str:
@@ -226,32 +277,6 @@ def _load_state_dict_strict(model, state: dict, where: str) -> None:
         raise CheckpointError(f"weights in {where} have wrong shapes: "
                               + _short(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad))
     model.load_state_dict(state, strict=True)
-
-
-def _read_safetensors(files) -> dict:
-    from safetensors.torch import load_file
-
-    state = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    return state
-
-
-def read_weights(path: Path) -> dict:
-    """All tensors of a checkpoint directory: safetensors, else `*.bin` read with `weights_only=True`."""
-    files = sorted(path.glob("*.safetensors"))
-    if files:
-        return _read_safetensors(files)
-    files = sorted(p for p in path.glob("*.bin") if p.name not in ("training_args.bin",))
-    if not files:
-        raise CheckpointError(f"no weights (*.safetensors or *.bin) in {path}")
-    state = {}
-    for f in files:
-        try:
-            state.update(torch.load(str(f), map_location="cpu", weights_only=True))
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
-            raise CheckpointError(f"cannot read {f}: {_first_line(exc)}") from None
-    return state
 
 
 # Reference: transformers convert_llava_weights_to_hf.py KEYS_TO_MODIFY_MAPPING, in the key layout of
@@ -321,50 +346,28 @@ def _load_original(path: Path, config: dict, vision_tower: str | None, torch_dty
     tower_src = vision_tower or config.get("mm_vision_tower")
     if not tower_src:
         raise CheckpointError(f"{path}/config.json names no mm_vision_tower; pass --vision-tower DIR")
-    tower_dir = Path(tower_src)
-    if not tower_dir.is_absolute() and not tower_dir.is_dir() and (path / tower_src).is_dir():
-        tower_dir = path / tower_src
+    if not isinstance(tower_src, str):
+        raise CheckpointError(f"{path}/config.json: mm_vision_tower is {tower_src!r}, not a path or hub id")
+    need_tower_weights = not any(k.startswith("model.vision_tower.") for k in state)
+    directory = tower_dir(tower_src, path, need_weights=need_tower_weights)
+    vision_config = load_config(CLIPVisionConfig, directory)
+    if need_tower_weights:
+        state.update(vision_tower_weights(directory))
     try:
-        vision_config = CLIPVisionConfig.from_pretrained(str(tower_dir) if tower_dir.is_dir() else tower_src)
-    except OSError as exc:
-        raise CheckpointError(f"cannot load the vision tower config {tower_src!r}: {_first_line(exc)}; "
-                              "pass --vision-tower DIR with a local CLIP checkpoint") from None
-    if not any(k.startswith("model.vision_tower.") for k in state):
-        state.update(vision_tower_weights(tower_dir, tower_src))
-    cfg = _original_llava_config(config, vision_config)
-    model = LlavaForConditionalGeneration(cfg)
+        cfg = _original_llava_config(config, vision_config)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - config validation raises many types on hostile values
+        raise CheckpointError(f"cannot build a model from {path}/config.json: {one_line(exc)}") from None
+    try:
+        model = LlavaForConditionalGeneration(cfg)
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"cannot build a model from {path}/config.json: {one_line(exc)}") from None
     apply_projector_type(model)
     _load_state_dict_strict(model, state, str(path))
     model.to(torch_dtype)
-    try:
-        tokenizer = load_tokenizer(path)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the tokenizer of {path}: {_first_line(exc)}") from None
-    template, image_mode = "vicuna_v1", cfg.image_aspect_ratio
-    return LlavaBundle(model, tokenizer, clip_image_processor(vision_config.image_size), get_template(template),
-                       image_mode, str(path))
-
-
-def vision_tower_weights(tower_dir: Path, tower_src: str) -> dict:
-    """CLIP vision weights from the tower's own checkpoint, under the converted key names."""
-    if not tower_dir.is_dir():
-        from huggingface_hub import snapshot_download
-
-        try:
-            tower_dir = Path(snapshot_download(tower_src, allow_patterns=["*.json", "*.safetensors"]))
-        except Exception as exc:  # noqa: BLE001 - hub errors come in many types
-            raise CheckpointError(f"cannot fetch vision tower {tower_src!r}: {_first_line(exc)}; "
-                                  "pass --vision-tower DIR with a local CLIP checkpoint") from None
-    out = {}
-    # Full CLIP checkpoints (openai/clip-vit-*) prefix the tower with `vision_model.`; a CLIPVisionModel
-    # saved by transformers 5 does not. Text tower and projections are not part of LLaVA.
-    for key, value in read_weights(tower_dir).items():
-        key = key.removeprefix("vision_model.")
-        if key.split(".", 1)[0] in ("embeddings", "pre_layrnorm", "encoder", "post_layernorm"):
-            out["model.vision_tower." + key] = value
-    if not out:
-        raise CheckpointError(f"no CLIP vision weights in the vision tower checkpoint {tower_dir}")
-    return out
+    return LlavaBundle(model, load_tokenizer(path), clip_image_processor(vision_config.image_size),
+                       get_template("vicuna_v1"), cfg.image_aspect_ratio, str(path))
 
 
 def save_bundle(bundle: LlavaBundle, out: str | Path) -> Path:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import TemplateError
+
 IMAGE_PLACEHOLDER = "<image>"
 
 USER = "user"
@@ -70,10 +72,9 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (VICUNA_V1, LLAVA_V1, PLAIN
 
 
 def get_template(name: str) -> Template:
-    try:
-        return TEMPLATES[name]
-    except KeyError:
-        raise ValueError(f"unknown conversation template {name!r}; valid: {', '.join(sorted(TEMPLATES))}") from None
+    if not isinstance(name, str) or name not in TEMPLATES:
+        raise TemplateError(f"unknown conversation template {name!r}; valid: {', '.join(sorted(TEMPLATES))}")
+    return TEMPLATES[name]
 
 
 def move_image_to_front(text: str) -> str:

@@ -11,3 +11,7 @@ class CheckpointError(UserError):
 
 class ImageError(UserError):
     """An image that cannot be read or decoded."""
+
+
+class TemplateError(UserError, ValueError):
+    """An unknown conversation template name (also a ValueError, as any bad value passed in code)."""

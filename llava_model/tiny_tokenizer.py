@@ -71,7 +71,7 @@ def llama_tokenizer_from_spm(model_file: Path, directory: Path):
         "tokenizer_class": "LlamaTokenizer", "legacy": False, "add_bos_token": True, "add_eos_token": False,
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "model_max_length": 2048,
     }))
-    return AutoTokenizer.from_pretrained(str(directory))
+    return AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
 
 
 @lru_cache(maxsize=1)

@@ -141,8 +141,10 @@ def init_bundle(recipe, device: str = "cpu") -> LlavaBundle:
 
 
 def _is_llava_dir(path: Path) -> bool:
+    from llava_model.checkpoint_files import read_json_object
+
     config = path / "config.json"
-    return config.is_file() and json.loads(config.read_text()).get("model_type") == "llava"
+    return config.is_file() and read_json_object(config).get("model_type") == "llava"
 
 
 def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
@@ -150,18 +152,19 @@ def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
     a randomly initialised projector; the tokenizer's pad token is its unk token."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from llava_model.checkpoint import (
-        clip_image_processor,
-        convert_original_keys,
-        load_tokenizer,
-        read_weights,
-        vision_tower_weights,
-    )
+    from llava_model.checkpoint import clip_image_processor, convert_original_keys
+    from llava_model.checkpoint_files import load_config, load_tokenizer, read_weights, refuse_remote_code
+    from llava_model.vision_tower import tower_dir, vision_tower_weights
 
     if not llm_dir.is_dir():
         raise UserError(f"model_init {str(llm_dir)!r} is neither a preset, a llava checkpoint nor an LLM folder")
-    text = LlamaConfig.from_pretrained(str(llm_dir))
-    vision = CLIPVisionConfig.from_pretrained(tower)
+    if not tower:
+        raise UserError(f"model_init {str(llm_dir)!r} is an LLM folder: the recipe needs vision_tower (a CLIP "
+                        "directory or hub id)")
+    refuse_remote_code(llm_dir)
+    text = load_config(LlamaConfig, llm_dir)
+    tower_path = tower_dir(tower)
+    vision = load_config(CLIPVisionConfig, tower_path)
     cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=text.vocab_size,
                       image_seq_length=(vision.image_size // vision.patch_size) ** 2, vision_feature_layer=-2,
                       vision_feature_select_strategy="default", projector_hidden_act="gelu",
@@ -169,7 +172,7 @@ def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg)
     state = convert_original_keys(read_weights(llm_dir))
-    state.update(vision_tower_weights(Path(tower), tower))
+    state.update(vision_tower_weights(tower_path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if "multi_modal_projector" not in k]
     if missing or unexpected:
@@ -182,17 +185,15 @@ def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
 
 def load_trainable(bundle: LlavaBundle, path: Path) -> list[str]:
     """Load a stage-1 output (our `trainable.safetensors`, or an original `mm_projector.bin`)."""
-    from safetensors.torch import load_file
-
     from llava_model.checkpoint import convert_original_keys
+    from llava_model.checkpoint_files import read_weight_file
 
     file = path / TRAINABLE_FILE if path.is_dir() else path
     if not file.is_file() and path.is_dir() and (path / "mm_projector.bin").is_file():
         file = path / "mm_projector.bin"
     if not file.is_file():
         raise UserError(f"no stage-1 weights at {path} (expected {TRAINABLE_FILE} or mm_projector.bin)")
-    state = load_file(str(file)) if file.suffix == ".safetensors" else torch.load(str(file), weights_only=True)
-    state = convert_original_keys(state)
+    state = convert_original_keys(read_weight_file(file))
     own = bundle.model.state_dict()
     unknown = [k for k in state if k not in own]
     if unknown:
