@@ -7,10 +7,9 @@ answer_id, model_id, metadata`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tasks.base import Task, TaskError
+from tasks.base import Task, TaskError, iter_jsonl
 
 
 def read_answer_file(path: Path, task: Task, docs) -> dict:
@@ -18,19 +17,8 @@ def read_answer_file(path: Path, task: Task, docs) -> dict:
     naming the line or id; docs without an answer are left out (the task counts them as missing)."""
     if not path.is_file():
         raise TaskError(f"predictions file not found: {path}")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TaskError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or "question_id" not in row or "text" not in row:
-            raise TaskError(f"{path}:{number}: each line needs 'question_id' and 'text'")
-        if not isinstance(row["text"], str):
-            raise TaskError(f"{path}:{number}: 'text' must be a string")
-        rows.append((number, row))
+    # Lines must be UTF-8 JSON objects with a question_id (str or int, as LLaVA writes them) and a text.
+    rows = list(iter_jsonl(path, fields={"question_id": (str, int), "text": str}))
     # Original files whose question_id is not the doc id (MME: the image path, twice; ScienceQA: every
     # test problem, text-only ones included) are matched by the task itself.
     matched = task.match_answer_lines([row for _, row in rows], list(docs))

@@ -1,14 +1,18 @@
 """What every benchmark module provides: its data contract (hub source, row schema, doc-id rule), the
 request for a row (prompt bytes, images, token cap, preprocessing), answer parsing, per-item scores,
-aggregation, synthetic rows and, where a server scores the split, a submission file.
+aggregation, synthetic rows and, where a server scores the split, a submission file; and the readers of
+the original LLaVA eval files (JSON, JSON lines), which refuse a bad file with one error naming file and line.
 
 Tasks build requests and score text; they never import torch or the model.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from llava_eval.request import USER, GenerationSettings, Message, Request
@@ -170,3 +174,89 @@ class Task:
 
 def letters(n: int) -> list[str]:
     return [chr(ord("A") + i) for i in range(n)]
+
+
+# ---- reading the original files ------------------------------------------------------------------------
+def read_json(path: Path, what: str | None = None) -> Any:
+    """The content of a JSON file; a missing, non-UTF-8 or malformed file is a TaskError naming it (and the
+    line), after `what` (a task name) when given."""
+    return _parse(read_text(path, what), _where(path, what))
+
+
+def iter_jsonl(path: Path, what: str | None = None, fields: dict | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSON-lines file, streamed; each line must be UTF-8
+    and a JSON object carrying `fields` (name -> type or tuple of types, see `require`). Errors name the file
+    and line, after `what` (a task name) when given."""
+    where = _where(path, what)
+    if not path.is_file():
+        raise TaskError(f"{where} not found")
+    with _open(path, where) as file:
+        for number, raw in enumerate(file, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TaskError(f"{where}:{number}: not UTF-8 text (byte {exc.start} of the line)") from None
+            if line.strip():
+                yield number, require(_parse(line, f"{where}:{number}"), fields or {}, f"{where}:{number}")
+
+
+def read_jsonl(path: Path, what: str, fields: dict | None = None) -> list[tuple[int, dict]]:
+    """All of `iter_jsonl`: the lines of an original question or label file."""
+    return list(iter_jsonl(path, what, fields))
+
+
+def require(obj, fields: dict, where: str) -> dict:
+    """`obj` itself when it is a JSON object whose `fields` are present with the given types (a bool is not
+    taken for an int); otherwise a TaskError starting with `where`."""
+    if not isinstance(obj, dict):
+        raise TaskError(f"{where}: expected a JSON object, got {type(obj).__name__} {shown(obj)}")
+    for key, kinds in fields.items():
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if key not in obj:
+            raise TaskError(f"{where}: missing {key!r}")
+        value = obj[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and int in kinds and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise TaskError(f"{where}: {key!r} should be {names} but is {type(value).__name__} {shown(value)}")
+    return obj
+
+
+def read_text(path: Path, what: str | None = None) -> str:
+    """A UTF-8 text file; a missing or undecodable one is a TaskError naming it (and the line)."""
+    if not path.is_file():
+        raise TaskError(f"{_where(path, what)} not found")
+    with _open(path, _where(path, what)) as file:
+        data = file.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise TaskError(f"{_where(path, what)}:{line}: not UTF-8 text (byte {exc.start})") from None
+
+
+def shown(value, width: int = 40) -> str:
+    """A value as an error message quotes it: its repr, cut to `width` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _where(path: Path, what: str | None) -> str:
+    return f"{what}: {path}" if what else str(path)
+
+
+def _open(path: Path, where: str):
+    try:
+        return path.open("rb")
+    except OSError as exc:  # permissions, a broken link, ...
+        raise TaskError(f"{where}: cannot read ({exc.strerror or exc})") from None
+
+
+def _parse(text: str, where: str):
+    """JSON text -> value; the error names `where` (with the line of a multi-line document)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = f":{exc.lineno}" if "\n" in text.strip() else ""
+        raise TaskError(f"{where}{line}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise TaskError(f"{where}: not valid JSON (nested too deeply)") from None

@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from .base import HubSource, Item, Task, TaskError
+from .base import HubSource, Item, Task, TaskError, read_json, require
 from .registry import register_task
 from .vqav2 import SHORT_ANSWER, accuracy_by, mean_accuracy, question_lines, require_image, scene_qa
 
@@ -134,17 +134,17 @@ class GQA(Task):
         gold_file = bench / "data" / "testdev_balanced_questions.json"
         if not gold_file.is_file():
             raise TaskError(f"gqa: {gold_file} not found (the official GQA questions, for the answers)")
-        gold = json.loads(gold_file.read_text(encoding="utf-8"))
+        gold = require(read_json(gold_file, self.name), {}, f"gqa: {gold_file}")
         rows = []
         for line in question_lines(bench / "llava_gqa_testdev_balanced.jsonl", SHORT_ANSWER, self.name):
             qid = str(line["question_id"])
             if qid not in gold:
                 raise TaskError(f"gqa: question {qid!r} is not in {gold_file.name}")
-            q = gold[qid]
+            q = require(gold[qid], {"answer": str}, f"gqa: {gold_file}: question {qid!r}")
             rows.append({"id": qid, "imageId": q.get("imageId"), "question": line["question"], "answer": q["answer"],
                          "fullAnswer": q.get("fullAnswer"), "isBalanced": q.get("isBalanced", True),
                          "types": q.get("types"),
-                         "image": str((bench / "data" / "images" / line["image"]).relative_to(root))})
+                         "image": str((bench / "data" / "images").relative_to(root) / line["image"])})
         return rows
 
     def submission(self, docs: list[dict], predictions: dict, extra: dict | None = None) -> tuple[str, bytes]:

@@ -8,14 +8,13 @@ Reference: haotian-liu/LLaVA `llava/eval/model_vqa.py`, `llava/eval/eval_gpt_rev
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 
 import numpy as np
 
-from .base import HubSource, Task, TaskError
+from .base import HubSource, Task, TaskError, read_jsonl
 from .registry import register_task
 
 CATEGORIES = ("conv", "detail", "complex")
@@ -186,13 +185,15 @@ class LlavaBench(Task):
         context by image name; here a line whose question ids disagree is an error instead of a silent mispair."""
         root = Path(root)
         bench = root / "llava-bench-in-the-wild" if (root / "llava-bench-in-the-wild").is_dir() else root
-        questions, contexts, answers = (_jsonl(bench / name) for name in
-                                        ("questions.jsonl", "context.jsonl", "answers_gpt4.jsonl"))
+        questions, contexts, answers = (read_jsonl(bench / name, "LLaVA-Bench", fields) for name, fields in (
+            ("questions.jsonl", {"question_id": (str, int), "image": str, "text": str, "category": str}),
+            ("context.jsonl", {"image": str, "caption": (str, list)}),
+            ("answers_gpt4.jsonl", {"question_id": (str, int), "text": str})))
         if len(answers) != len(questions):
             raise TaskError(f"{bench}: {len(questions)} questions but {len(answers)} GPT-4 answers")
-        captions = {c["image"]: c["caption"] for c in contexts}
+        captions = {c["image"]: c["caption"] for _, c in contexts}
         rows = []
-        for number, (q, a) in enumerate(zip(questions, answers, strict=True), 1):
+        for (_, q), (number, a) in zip(questions, answers, strict=True):
             if a["question_id"] != q["question_id"]:
                 raise TaskError(f"{bench / 'answers_gpt4.jsonl'}:{number}: question_id {a['question_id']!r}, "
                                 f"questions.jsonl has {q['question_id']!r}")
@@ -204,11 +205,3 @@ class LlavaBench(Task):
                          "image": str(bench.relative_to(root) / "images" / q["image"])})
         return rows
 
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise TaskError(f"LLaVA-Bench: {path} not found")
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise TaskError(f"{path}: not valid JSON lines ({exc.msg})") from None

@@ -204,12 +204,25 @@ class MMBench(Task):
         found = [f / name for f in folders for name in self.tsv_names if (f / name).is_file()]
         if not found:
             raise TaskError(f"{self.name}: none of {', '.join(self.tsv_names)} under {root}")
+        path = found[0]
+        try:
+            table = pd.read_table(path)
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:  # UnicodeDecodeError too
+            raise TaskError(f"{self.name}: {path}: not a readable TSV ({str(exc).splitlines()[0]})") from None
+        needed = [c for c, kind in self.schema.items() if not kind.endswith("?") and kind != "image"]
+        missing = [c for c in needed if c not in table.columns]
+        if missing:
+            raise TaskError(f"{self.name}: {path}: missing column(s) {', '.join(missing)} "
+                            f"(columns: {', '.join(map(str, table.columns))})")
         rows = []
-        for record in pd.read_table(found[0]).to_dict("records"):
+        for number, record in enumerate(table.to_dict("records"), 2):  # line 1 is the header
             row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
-            row["index"] = int(row["index"])
-            if row.get("image") is not None:
-                row["image"] = {"bytes": base64.b64decode(row["image"]), "path": None}
+            try:
+                row["index"] = int(row["index"])
+                if row.get("image") is not None:
+                    row["image"] = {"bytes": base64.b64decode(row["image"]), "path": None}
+            except (TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+                raise TaskError(f"{self.name}: {path}:{number}: bad index or base64 image ({exc})") from None
             rows.append(row)
         return rows
 

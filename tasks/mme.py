@@ -8,13 +8,12 @@ official eval_tool score, 100 * (acc + acc+) per subtask; `perception` = sum ove
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import defaultdict
 from pathlib import Path
 
-from .base import HubSource, Item, Task, TaskError
+from .base import HubSource, Item, Task, TaskError, read_jsonl, read_text
 from .pope import SHORT_ANSWER
 from .registry import register_task
 
@@ -147,10 +146,8 @@ class MME(Task):
             raise TaskError(f"mme: {QUESTION_FILE} not found under {root} (or {root / 'MME'})")
         truth = read_ground_truth(base / RELEASE)
         docs = []
-        for number, line in enumerate((base / QUESTION_FILE).read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
+        fields = {"question_id": str, "text": str, "image": str}
+        for number, row in read_jsonl(base / QUESTION_FILE, self.name, fields):
             qid = row["question_id"]
             category = qid.split("/")[0]
             file = qid.split("/")[-1].split(".")[0] + ".txt"
@@ -162,7 +159,7 @@ class MME(Task):
                 raise TaskError(f"mme: {QUESTION_FILE}:{number}: no answer for {question!r} in {RELEASE}/{category}")
             docs.append({"question_id": qid, "question": found[2], "answer": truth[found],
                          "category": row.get("category", category),
-                         "image": str((base / RELEASE / row["image"]).relative_to(root))})
+                         "image": str((base / RELEASE).relative_to(root) / row["image"])})
         return docs
 
     def match_answer_lines(self, lines: list[dict], docs) -> dict | None:
@@ -201,7 +198,7 @@ def read_ground_truth(release: Path) -> dict[tuple[str, str, str], str]:
     for folder in sorted(p for p in release.iterdir() if p.is_dir()):
         qa_dir = folder / "questions_answers_YN" if (folder / "images").exists() else folder
         for txt in sorted(qa_dir.glob("*.txt")):
-            for line in txt.read_text(encoding="utf-8").splitlines():
+            for line in read_text(txt, "mme").splitlines():
                 fields = line.strip().split("\t")
                 if len(fields) == 2:
                     truth[(folder.name, txt.name, fields[0])] = fields[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import HubSource, Task, TaskError
+from .base import HubSource, Task, TaskError, read_json, read_jsonl, require
 from .registry import register_task
 
 # Reference: mm-vet_evaluator.py / the llava-v1.5 grade files ("model": "gpt-4", file names "..._gpt-4-grade-").
@@ -235,18 +235,16 @@ class MMVet(Task):
         for path in (questions_file, meta_file):
             if not path.is_file():
                 raise TaskError(f"mmvet: {path} not found")
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        meta = require(read_json(meta_file, self.name), {}, f"mmvet: {meta_file}")
         rows = []
-        for line in questions_file.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            q = json.loads(line)
+        for _, q in read_jsonl(questions_file, self.name, {"question_id": (str, int), "text": str, "image": str}):
             key = submission_key(q["question_id"])
             if key not in meta:
                 raise TaskError(f"mmvet: {meta_file} has no entry {key!r}")
-            caps = meta[key]["capability"]
-            rows.append({"question_id": q["question_id"], "question": q["text"], "answer": meta[key]["answer"],
-                         "capability": ",".join(caps) if isinstance(caps, list) else caps,
+            entry = require(meta[key], {"answer": str, "capability": (str, list)}, f"mmvet: {meta_file}: {key!r}")
+            caps = entry["capability"]
+            rows.append({"question_id": q["question_id"], "question": q["text"], "answer": entry["answer"],
+                         "capability": ",".join(map(str, caps)) if isinstance(caps, list) else caps,
                          "image": str(bench.relative_to(root) / "images" / q["image"])})
         return rows
 

@@ -8,11 +8,10 @@ Reference: haotian-liu/LLaVA `llava/eval/eval_pope.py`, `scripts/v1_5/eval/pope.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
-from .base import HubSource, Item, Task, TaskError
+from .base import HubSource, Item, Task, TaskError, read_jsonl
 from .registry import register_task
 
 # Reference: llava_pope_test.jsonl prompts (paper Table 9 short-answer instruction).
@@ -20,6 +19,8 @@ SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
 CATEGORIES = ("adversarial", "popular", "random")
 QUESTION_FILE = "llava_pope_test.jsonl"  # Reference: scripts/v1_5/eval/pope.sh
 LABEL_PREFIX = "coco_pope_"  # Reference: eval_pope.py, label files coco/coco_pope_<category>.json
+QUESTION_FIELDS = {"question_id": (str, int), "text": str, "category": str, "image": str}
+LABEL_FIELDS = {"label": object}  # any value: eval_pope.py reads every label other than "no" as yes
 
 
 def parse_yes_no(text: str) -> str:
@@ -121,11 +122,11 @@ class Pope(Task):
         base = root / "pope" if (root / "pope" / QUESTION_FILE).is_file() else root
         if not (base / QUESTION_FILE).is_file():
             raise TaskError(f"pope: {QUESTION_FILE} not found under {root} (or {root / 'pope'})")
-        questions = _read_jsonl(base / QUESTION_FILE)
+        questions = read_jsonl(base / QUESTION_FILE, self.name, QUESTION_FIELDS)
         labels = _read_labels(base / "coco")
         taken = {category: 0 for category in labels}
         docs = []
-        for q in questions:
+        for _, q in questions:
             category = q["category"]
             if category not in labels:
                 raise TaskError(f"pope: no label file {LABEL_PREFIX}{category}.json in {base / 'coco'}")
@@ -135,16 +136,12 @@ class Pope(Task):
             docs.append({"question_id": q["question_id"],
                          "question": text[:-len(SHORT_ANSWER)] if text.endswith(SHORT_ANSWER) else text,
                          "answer": "no" if label == "no" else "yes", "category": category,
-                         "image": str((base / "val2014" / q["image"]).relative_to(root))})
+                         "image": str((base / "val2014").relative_to(root) / q["image"])})
         # The original zips silently; unequal lengths would pair answers with the wrong labels.
         for category, count in taken.items():
             if count != len(labels[category]):
                 raise TaskError(f"pope: {count} {category} questions but {len(labels[category])} labels")
         return docs
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _read_labels(folder: Path) -> dict[str, list[str]]:
@@ -155,4 +152,5 @@ def _read_labels(folder: Path) -> dict[str, list[str]]:
     files = sorted(folder.glob(f"{LABEL_PREFIX}*.json"))
     if not files:
         raise TaskError(f"pope: no {LABEL_PREFIX}<category>.json files in {folder}")
-    return {f.name[len(LABEL_PREFIX):-len(".json")]: [row["label"] for row in _read_jsonl(f)] for f in files}
+    return {f.name[len(LABEL_PREFIX):-len(".json")]: [row["label"] for _, row in read_jsonl(f, "pope", LABEL_FIELDS)]
+            for f in files}

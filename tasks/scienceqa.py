@@ -8,14 +8,13 @@ accuracy. Reference: `llava/eval/model_vqa_science.py`, `llava/eval/eval_science
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
 from collections import defaultdict
 from pathlib import Path
 
-from .base import HubSource, Item, Task, TaskError, letters
+from .base import HubSource, Item, Task, TaskError, letters, read_json, require
 from .registry import register_task
 
 OPTIONS = ("A", "B", "C", "D", "E")  # Reference: eval_science_qa.py `--options` default
@@ -132,14 +131,18 @@ class ScienceQAImg(Task):
         for path in files:
             if not path.is_file():
                 raise TaskError(f"scienceqa_img: {path.name} not found under {root} (or {root / 'scienceqa'})")
-        problems, splits = (json.loads(p.read_text(encoding="utf-8")) for p in files)
+        problems = require(read_json(files[0], self.name), {}, f"{self.name}: {files[0]}")
+        test = require(read_json(files[1], self.name), {"test": list}, f"{self.name}: {files[1]}")["test"]
         docs = []
-        for pid in splits["test"]:
-            prob = problems[pid]
+        for pid in test:
+            if not isinstance(pid, str) or pid not in problems:
+                raise TaskError(f"{self.name}: {files[1]}: test problem {pid!r} is not in {files[0].name}")
+            prob = require(problems[pid], {}, f"{self.name}: {files[0]}: problem {pid!r}")
             if not prob.get("image"):
                 continue
+            require(prob, {"image": str}, f"{self.name}: {files[0]}: problem {pid!r}")
             doc = {k: prob[k] for k in ("question", "choices", "answer", "hint", "subject", "grade") if k in prob}
-            doc.update(id=pid, image=str((base / "images" / "test" / pid / prob["image"]).relative_to(root)))
+            doc.update(id=pid, image=str((base / "images" / "test").relative_to(root) / pid / prob["image"]))
             docs.append(doc)
         return docs
 

@@ -15,11 +15,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import ClassVar
 
-from .base import HubSource, Item, Task, TaskError
+from .base import HubSource, Item, Task, TaskError, read_json, read_jsonl, require
 from .registry import register_task
 
 LETTERS = ("A", "B", "C", "D")
 CHOICES = ("choice_a", "choice_b", "choice_c", "choice_d")
+COPIED = ("question_id", "question", *CHOICES, "answer", "data_type", "question_type_id")  # from SEED-Bench.json
 # Reference: llava-seed-bench.jsonl prompts (docs/Evaluation.md "option-only" format, paper Table 9).
 INSTRUCTION = "\nAnswer with the option's letter from the given choices directly."
 # Reference: SEED-Bench.json `question_type` (name -> id), printed per type by convert_seed_for_submission.py.
@@ -161,16 +162,19 @@ class SeedBench(Task):
         question_file = bench / "llava-seed-bench.jsonl"
         paths = {}
         if question_file.is_file():
-            for line in question_file.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    paths[str(row["question_id"])] = row["image"]
+            for _, line in read_jsonl(question_file, self.name, {"question_id": (str, int), "image": str}):
+                paths[str(line["question_id"])] = line["image"]
+        questions = require(read_json(annotation, self.name), {"questions": list}, f"{self.name}: {annotation}")
+        fields = {**dict.fromkeys(COPIED, object), "question_id": (str, int), "data_type": str}
         rows = []
-        for q in json.loads(annotation.read_text(encoding="utf-8"))["questions"]:
-            qid = q["question_id"]
-            default = (f"SEED-Bench-image/{q['data_id']}" if q["data_type"] == "image"
-                       else f"SEED-Bench-video-image/{q['question_type_id']}_{qid}.png")
-            row = {k: q[k] for k in ("question_id", "question", *CHOICES, "answer", "data_type", "question_type_id")}
+        for number, q in enumerate(questions["questions"], 1):
+            where = f"{self.name}: {annotation}: question {number}"
+            qid = require(q, fields, where)["question_id"]
+            if q["data_type"] == "image":
+                default = f"SEED-Bench-image/{require(q, {'data_id': str}, where)['data_id']}"
+            else:
+                default = f"SEED-Bench-video-image/{q['question_type_id']}_{qid}.png"
+            row = {k: q[k] for k in COPIED}
             row["image"] = [str(bench.relative_to(root) / paths.get(str(qid), default))]
             if self.keep(row):
                 rows.append(row)

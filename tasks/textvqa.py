@@ -8,12 +8,11 @@ Reference: `scripts/v1_5/eval/textvqa.sh`, `llava/eval/eval_textvqa.py`, `llava/
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
 
-from .base import HubSource, TaskError
+from .base import HubSource, TaskError, read_json, require
 from .evalai import best_answer
 from .registry import register_task
 from .vqav2 import SHORT_ANSWER, VQAAccuracyTask, annotator_answers, gt_answers, question_lines, scene_qa
@@ -105,8 +104,10 @@ class TextVQAVal(VQAAccuracyTask):
         annotation_file = bench / "TextVQA_0.5.1_val.json"
         if not annotation_file.is_file():
             raise TaskError(f"{self.name}: {annotation_file} not found")
-        data = json.loads(annotation_file.read_text(encoding="utf-8"))["data"]
-        annotations = {(a["image_id"], a["question"].lower()): a for a in data}
+        data = require(read_json(annotation_file, self.name), {"data": list}, f"{self.name}: {annotation_file}")["data"]
+        fields = {"image_id": str, "question": str, "question_id": object, "answers": object}
+        annotations = {(a["image_id"], a["question"].lower()): a for a in (
+            require(a, fields, f"{self.name}: {annotation_file}: data item {i}") for i, a in enumerate(data, 1))}
         rows = []
         for line in question_lines(bench / "llava_textvqa_val_v051_ocr.jsonl", SHORT_ANSWER, self.name):
             question, sep, tokens = line["question"].partition(OCR_LABEL)
@@ -117,7 +118,7 @@ class TextVQAVal(VQAAccuracyTask):
                 raise TaskError(f"{self.name}: no annotation for ({line['question_id']!r}, {question!r})")
             rows.append({"question_id": found["question_id"], "image_id": line["question_id"], "question": question,
                          "ocr_tokens": tokens.split(", ") if tokens else [], "answers": found["answers"],
-                         "image": str((bench / "train_images" / line["image"]).relative_to(root))})
+                         "image": str((bench / "train_images").relative_to(root) / line["image"])})
         return rows
 
     def match_answer_lines(self, lines: list[dict], docs) -> dict | None:

@@ -12,7 +12,7 @@ import json
 import random
 from pathlib import Path
 
-from .base import HubSource, Item, TaskError
+from .base import HubSource, Item, TaskError, read_json, require
 from .evalai import best_answer, normalize_answer
 from .registry import register_task
 from .vqav2 import (
@@ -118,10 +118,18 @@ class VizWizVal(VizWiz):
         found = [p for p in (bench / "Annotations" / "val.json", bench / "val.json") if p.is_file()]
         if not found:
             raise TaskError(f"{self.name}: no Annotations/val.json or val.json under {bench}")
-        return [{"question_id": Path(q["image"]).stem, "question": q["question"],
-                 "answers": [a["answer"] for a in q["answers"]], "category": q.get("answer_type"),
-                 "image": str((bench / "val" / q["image"]).relative_to(root))}
-                for q in json.loads(found[0].read_text(encoding="utf-8"))]
+        entries = read_json(found[0], self.name)
+        if not isinstance(entries, list):
+            raise TaskError(f"{self.name}: {found[0]}: expected a JSON list of questions")
+        rows = []
+        for number, q in enumerate(entries, 1):
+            where = f"{self.name}: {found[0]}: question {number}"
+            require(q, {"image": str, "question": str, "answers": list}, where)
+            rows.append({"question_id": Path(q["image"]).stem, "question": q["question"],
+                         "answers": [require(a, {"answer": str}, where)["answer"] for a in q["answers"]],
+                         "category": q.get("answer_type"),
+                         "image": str((bench / "val").relative_to(root) / q["image"])})
+        return rows
 
 
 @register_task("vizwiz_test")
@@ -141,7 +149,7 @@ class VizWizTest(VizWiz):
         bench = root / "vizwiz" if (root / "vizwiz").is_dir() else root
         lines = question_lines(bench / "llava_test.jsonl", SUFFIX, self.name)
         return [{"question_id": Path(r["image"]).stem, "question": r["question"], "answers": [],
-                 "image": str((bench / "test" / r["image"]).relative_to(root))} for r in lines]
+                 "image": str((bench / "test").relative_to(root) / r["image"])} for r in lines]
 
     def submission(self, docs: list[dict], predictions: dict, extra: dict | None = None) -> tuple[str, bytes]:
         """Reference: convert_vizwiz_for_submission.py: a JSON list (json.dump defaults) of {"image": file name,

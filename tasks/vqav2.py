@@ -14,7 +14,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from .base import HubSource, Item, Task, TaskError
+from .base import HubSource, Item, Task, TaskError, read_jsonl
 from .evalai import NUMBER_WORDS, answer_scores, best_answer, normalize_answer, vqa_accuracy
 from .registry import register_task
 
@@ -22,6 +22,8 @@ from .registry import register_task
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
 QUESTION_KINDS = ("count", "color", "shape", "position", "existence")
 ANSWER_TYPES = {"existence": "yes/no", "count": "number"}  # VQAv2 `answer_type`; everything else is "other"
+# What the readers of the original question files (model_vqa_loader.py input) use of each line.
+QUESTION_FIELDS = {"question_id": (str, int), "text": str, "image": str}
 
 
 # ---- helpers shared by the VQA-style tasks ---------------------------------------------------------------
@@ -113,15 +115,10 @@ def annotator_answers(kind: str, answer: str, rng: random.Random) -> list[str]:
 
 def question_lines(path: Path, suffix: str, task: str) -> list[dict]:
     """Lines of an original LLaVA question file, with `question` = the text before the instruction suffix."""
-    if not path.is_file():
-        raise TaskError(f"{task}: {path} not found")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for number, row in read_jsonl(path, task, QUESTION_FIELDS):
         if not row["text"].endswith(suffix):
-            raise TaskError(f"{task}: {path.name}:{number}: prompt does not end with {suffix!r}")
+            raise TaskError(f"{task}: {path}:{number}: prompt does not end with {suffix!r}")
         row["question"] = row["text"][: -len(suffix)]
         rows.append(row)
     return rows
@@ -198,8 +195,8 @@ class VQAv2TestDev(VQAv2):
         root = Path(root)
         bench = root / "vqav2" if (root / "vqav2").is_dir() else root
         lines = question_lines(bench / "llava_vqav2_mscoco_test-dev2015.jsonl", SHORT_ANSWER, self.name)
-        return [{"question_id": int(r["question_id"]), "question": r["question"], "answers": [],
-                 "image": str((bench / "test2015" / r["image"]).relative_to(root))} for r in lines]
+        return [{"question_id": _as_int(r["question_id"]), "question": r["question"], "answers": [],
+                 "image": str((bench / "test2015").relative_to(root) / r["image"])} for r in lines]
 
     def submission(self, docs: list[dict], predictions: dict, extra: dict | None = None) -> tuple[str, bytes]:
         """Reference: convert_vqav2_for_submission.py: a JSON list (json.dump defaults) with one
@@ -237,9 +234,6 @@ def _test2015_ids(extra: dict) -> list[int] | None:
     if extra.get("test2015_question_ids") is not None:
         return [_as_int(q) for q in extra["test2015_question_ids"]]
     if extra.get("test2015_questions"):
-        path = Path(extra["test2015_questions"])
-        if not path.is_file():
-            raise TaskError(f"vqav2_testdev: {path} not found")
-        return [_as_int(json.loads(line)["question_id"])
-                for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_jsonl(Path(extra["test2015_questions"]), "vqav2_testdev", {"question_id": (str, int)})
+        return [_as_int(row["question_id"]) for _, row in rows]
     return None
