@@ -311,7 +311,6 @@ OTHER_AREAS = [
 ]
 
 
-@pytest.mark.skip(reason="lands with the data/checkpoint changes")
 @pytest.mark.parametrize("make_args", [case for _, case in OTHER_AREAS], ids=[name for name, _ in OTHER_AREAS])
 def test_other_areas_bad_input_is_one_line(make_args, tmp_path):
     args = make_args(tmp_path)
