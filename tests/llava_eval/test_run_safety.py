@@ -171,3 +171,9 @@ def test_a_directory_in_use_is_refused_before_the_model_loads(tmp_path, monkeypa
                                            str(tmp_path)])
     one_line_error(result, f"is in use by pid {os.getpid()}")
     assert not (tmp_path / "config.json").exists()
+
+
+def test_a_damaged_results_file_is_one_error_naming_it(tmp_path):
+    _run(tmp_path)
+    (tmp_path / "results.json").write_text('{"pope": {"task": "po')  # cut off by a full disk
+    one_line_error(CliRunner().invoke(main, ["report", str(tmp_path)]), "results.json: not valid JSON")
