@@ -225,9 +225,9 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     from .engine import LlavaEngine
     from .errors import DISK_FULL, check_output, disk_full_in_run
     from .judge.config import check_endpoint
+    from .runner import load_task_docs, shard_from_env
     from .runner import run as run_tasks
-    from .runner import shard_from_env
-    from .runstate import environment, model_fingerprint
+    from .runstate import RunLock, environment, model_fingerprint
 
     names = resolve(task_list, suite)
     shard = shard_from_env()  # data-parallel under torchrun: rank r answers the r-th block of the docs
@@ -252,6 +252,10 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     if shard.world > 1 and not out_dir:
         raise UserError("a data-parallel run (torchrun) needs --out: every rank must write to the same directory")
     out = check_output(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}", "--out", folder=True)
+    docs = load_task_docs(names, data, data_root, limit)  # bad data: one error line before the model loads
+    if shard.main and out.is_dir():
+        with RunLock(out):  # a directory a live run or judge holds is refused before the model loads
+            pass
     bundle = load_from_options(model, device, dtype, template, image_mode, vision_tower)
     fingerprint = model_fingerprint(bundle)
     say(f"model {bundle.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; run directory {out}"
@@ -262,7 +266,7 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
         engine_cls = PrefixSharingEngine if engine == "fast" else LlavaEngine
         run_tasks(engine_cls(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
                   data_root=data_root, limit=limit, batch_size=batch_size, echo=say, model_fp=fingerprint,
-                  env=environment(bundle), progress=progress if shard.main else False, shard=shard)
+                  env=environment(bundle), progress=progress if shard.main else False, shard=shard, docs=docs)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)
@@ -316,7 +320,6 @@ def score(task_name, data, predictions):
 @user_errors
 def submit(run_dir, task_name, out_file, data, extra_items):
     """Write the evaluation-server file of a task from a run directory."""
-    import json
     from pathlib import Path
 
     from tasks.base import TaskError
@@ -324,7 +327,7 @@ def submit(run_dir, task_name, out_file, data, extra_items):
 
     from .data import load_docs
     from .errors import check_output
-    from .runner import read_predictions
+    from .rundir import read_predictions, task_data_options
 
     check_output(out_file, "--out")
     run_path = Path(run_dir)
@@ -332,8 +335,9 @@ def submit(run_dir, task_name, out_file, data, extra_items):
     pred_file = run_path / task_name / "predictions.jsonl"
     if not pred_file.is_file():
         raise TaskError(f"no predictions for {task_name} in {run_path}")
-    config = json.loads((run_path / "config.json").read_text())
-    docs = load_docs(task, data or config.get("data", "synthetic"), limit=config.get("limit")).without_images(task)
+    options = task_data_options(run_path, task_name)
+    docs = load_docs(task, data or options["data"], data_root=options["data_root"],
+                     limit=options["limit"]).without_images(task)
     texts, _ = read_predictions(pred_file)
     extra = {}
     for item in extra_items:

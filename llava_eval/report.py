@@ -71,12 +71,12 @@ def _thumbnail(value, root) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _task_section(run_dir: Path, config: dict, name: str, max_samples: int) -> dict:
+def _task_section(run_dir: Path, name: str, max_samples: int) -> dict:
     from tasks.registry import get_task
 
     from .data import image_root, load_docs
     from .judge.run import read_verdicts
-    from .runner import read_items
+    from .rundir import read_items, task_data_options
     from .runstate import load_prediction_rows
 
     task = get_task(name)
@@ -88,11 +88,10 @@ def _task_section(run_dir: Path, config: dict, name: str, max_samples: int) -> d
         return item["score"] is None or item["score"] < 1
 
     order = sorted(range(len(items)), key=lambda i: (not failed(items[i]), i))[:max_samples]
-    data_root = config.get("data_root")
-    data = config.get("data", "synthetic")
-    root = image_root(data, data_root)
+    options = task_data_options(run_dir, name)
+    root = image_root(options["data"], options["data_root"])
     try:
-        docs = load_docs(task, data, data_root=data_root, limit=config.get("limit"))
+        docs = load_docs(task, options["data"], data_root=options["data_root"], limit=options["limit"])
     except TaskError:
         docs = None  # the source is gone (a hub split not cached here): the samples show without images
     samples = []
@@ -115,7 +114,7 @@ def _task_section(run_dir: Path, config: dict, name: str, max_samples: int) -> d
 def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500) -> Path:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from .runner import read_results, read_run_config
+    from .rundir import read_results, read_run_config
 
     config = read_run_config(run_dir)
     results = read_results(run_dir)
@@ -125,7 +124,7 @@ def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500)
         model=config.get("model"), data=config.get("data"), limit=config.get("limit"),
         started=config.get("started"), commit=config.get("git_commit"),
         synthetic=config.get("data") == "synthetic", summary=_summary(results),
-        tasks=[_task_section(run_dir, config, n, max_samples) for n in results
+        tasks=[_task_section(run_dir, n, max_samples) for n in results
                if (run_dir / n / "items.jsonl").is_file()])
     out = out or run_dir / "report.html"
     out.write_text(html, encoding="utf-8")

@@ -1,18 +1,20 @@
 """Generate, then score: runs tasks into a run directory.
 
-    <out>/config.json                 settings, versions, fingerprints and command line, written before any
-                                      work and extended on every resume
+    <out>/config.json                 settings, versions, fingerprints and command line, written once every
+                                      task's rows have loaded and extended on every resume
     <out>/.lock                       held while a run writes here: a second run into the folder is refused
     <out>/<task>/predictions.jsonl    one line per doc in the original LLaVA answer-file format plus `fp`
                                       (fingerprints), appended (flushed and fsynced) as each batch finishes
     <out>/<task>/items.jsonl          per-doc prediction, parsed answer, gold and score
-    <out>/<task>/metrics.json         written the moment the task finishes, with a bootstrap interval
+    <out>/<task>/metrics.json         written the moment the task finishes, with a bootstrap interval and the
+                                      data options that produced it; a judge's numbers are kept (see _carry_judged)
     <out>/results.json                all finished tasks
 
 A rerun into the same directory resumes: docs with a stored prediction are skipped when its fingerprints
 (model, generation settings, task version, prompt, image) still hold, and the run is refused when one does
 not. A last line torn by a crash is repaired. Images that cannot be read become error lines for their doc
-(id and reason), counted in the metrics and retried on the next rerun; they never stop the run.
+(id and reason), counted in the metrics and retried on the next rerun; they never stop the run. A task whose
+every image failed reports `no_scoreable_rows` instead of a metric. Reading the files back: rundir.py.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from tasks.registry import get_task
 
 from .data import Docs, image_root, load_docs, resolve_image
 from .request import Model
+from .rundir import (
+    DATA_OPTIONS,
+    NO_SCOREABLE_ROWS,
+    Appender,
+    read_json,
+    read_predictions,
+    task_data_options,
+    write_items,
+    write_json,
+)
 from .runstate import (
     RunLock,
     check_fingerprints,
@@ -100,47 +112,6 @@ def merge_rank_files(pred_file: Path) -> int:
     for f in rank_files:
         f.unlink()
     return len(added)
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_default(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return str(obj)
-
-
-def read_predictions(path: Path) -> tuple[dict, dict]:
-    """(doc id -> text, doc id -> error) from a predictions file; later lines win, a torn last line is
-    ignored."""
-    texts, errors = {}, {}
-    for doc_id, row in load_prediction_rows(path).items():
-        if "error" in row:
-            errors[doc_id] = row["error"]
-        else:
-            texts[doc_id] = row["text"]
-    return texts, errors
-
-
-class Appender:
-    """Append JSON lines durably: each batch is flushed and fsynced before the next starts."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a", encoding="utf-8")
-
-    def write(self, rows: list[dict]) -> None:
-        for row in rows:
-            self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        self.file.close()
 
 
 def build_requests(task: Task, docs: Docs, indices, data_root: Path | None):
@@ -241,15 +212,18 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
 
 def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None = None) -> dict:
     """Metrics of the stored predictions, with a bootstrap interval of the primary metric; the per-doc items
-    go to `items_file` when given."""
+    go to `items_file` when given. A task none of whose docs has an answer (every image failed) gets no metric:
+    scoring empty answers would print a number that measures nothing."""
     from .stats import bootstrap_ci
 
     texts, errors = read_predictions(pred_file)
     light = list(docs.without_images(task))
+    if not any(task.doc_id(doc, i) in texts for i, doc in enumerate(light)):
+        if items_file is not None:
+            items_file.unlink(missing_ok=True)  # items of an earlier scoring no longer describe this task
+        return {"status": NO_SCOREABLE_ROWS, "n_docs": len(light), "n_missing": len(light), **_error_fields(errors)}
     metrics, items = task.score(light, texts)
-    metrics["n_errors"] = len(errors)
-    if errors:
-        metrics["errors"] = dict(list(errors.items())[:20])
+    metrics.update(_error_fields(errors))
     value = metrics.get(task.primary_metric)
     ci = bootstrap_ci(task, light, items, point=value if isinstance(value, int | float) else None)
     if ci is not None:
@@ -259,20 +233,8 @@ def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None 
     return metrics
 
 
-def write_items(path: Path, task: Task, docs: list[dict], items: list) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for doc, item in zip(docs, items, strict=True):
-            f.write(json.dumps({"question_id": item.doc_id, "prediction": item.prediction, "parsed": item.parsed,
-                                "gold": task.gold_text(doc), "score": item.score}, ensure_ascii=False,
-                               default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_items(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise TaskError(f"{path} not found (score the run first: llava-eval run into it again)")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _error_fields(errors: dict) -> dict:
+    return {"n_errors": len(errors), **({"errors": dict(list(errors.items())[:20])} if errors else {})}
 
 
 def run_config(model_id: str, names: list[str], data: str, limit: int | None, batch_size: int,
@@ -282,120 +244,160 @@ def run_config(model_id: str, names: list[str], data: str, limit: int | None, ba
 
 
 def _update_config(path: Path, fresh: dict) -> None:
-    """First run: write `fresh`. Resume: keep the first record, add the new tasks and a `resumes` entry."""
+    """First run: write `fresh`. Resume: keep the first record, add the new tasks and a `resumes` entry with
+    this invocation's options."""
     if not path.is_file():
         write_json(path, fresh)
         return
     config = json.loads(path.read_text())
     config["tasks"] = {**config.get("tasks", {}), **fresh["tasks"]}
-    config.setdefault("resumes", []).append({k: fresh.get(k) for k in ("started", "command", "git_commit",
-                                                                       "llava_eval", "batch_size")})
+    config.setdefault("resumes", []).append({k: fresh.get(k) for k in ("started", "command", "git_commit", "llava_eval",
+                                                                       "batch_size", *DATA_OPTIONS)})
     write_json(path, config)
+
+
+def load_task_docs(names: list[str], data: str = "synthetic", data_root: str | None = None,
+                   limit: int | None = None) -> dict[str, Docs]:
+    """Every task's rows, loaded and schema-checked up front: bad data stops a run before a model is loaded
+    or anything is written."""
+    return {name: load_docs(get_task(name), data, data_root=data_root, limit=limit) for name in names}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What one `run` call answers with, and the data options it was given (recorded with every task)."""
+
+    model: Model
+    model_id: str
+    model_fp: str | None
+    batch_size: int
+    options: dict
+    shard: Shard = Shard()
+
+    @property
+    def image_root(self) -> Path | None:
+        return image_root(self.options["data"], self.options["data_root"])
 
 
 def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: str = "synthetic",
         data_root: str | None = None, limit: int | None = None, batch_size: int = 8, echo=print,
         model_fp: str | None = None, env: dict | None = None, progress: bool | None = None,
-        shard: Shard = Shard()) -> dict:
-    """Run `names` into `out_dir` (resuming what is there); `progress` None shows bars on a terminal only.
-    Under torchrun every rank calls this with its `shard`; rank 0 alone locks, scores and writes metrics."""
+        shard: Shard = Shard(), docs: dict[str, Docs] | None = None) -> dict:
+    """Run `names` into `out_dir` (resuming what is there); `progress` None shows bars on a terminal only;
+    `docs` are the tasks' rows when already loaded (load_task_docs). Under torchrun every rank calls this
+    with its `shard`; rank 0 alone locks, scores and writes metrics."""
     import contextlib
 
-    from tqdm.auto import tqdm
-
+    docs = load_task_docs(names, data, data_root, limit) if docs is None else docs
+    job = Invocation(model, model_id, model_fp, batch_size, {"data": data, "data_root": data_root, "limit": limit},
+                     shard)
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir) if shard.main else contextlib.nullcontext():
         if not shard.main:
-            return _run_worker(model, names, out_dir, model_id, data, data_root, limit, batch_size, model_fp, shard)
-        _update_config(out_dir / "config.json", run_config(model_id, names, data, limit, batch_size, model_fp, env,
-                                                                  data_root) | {"world_size": shard.world})
+            return _run_worker(job, names, docs, out_dir)
+        config_file = out_dir / "config.json"
+        first = not config_file.is_file()
+        _update_config(config_file, run_config(model_id, names, data, limit, batch_size, model_fp, env, data_root)
+                       | {"world_size": shard.world})
         shard.barrier()
-        root = image_root(data, data_root)
-        results_file = out_dir / "results.json"
-        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-        disable = None if progress is None else not progress
-        suite = tqdm(total=len(names), desc="suite", unit="task", position=0, disable=disable, leave=False)
-        bar = tqdm(total=0, unit="q", position=1, disable=disable, leave=False, dynamic_ncols=True)
         try:
-            for name in names:
-                task = get_task(name)
-                bar.set_description(name)
-                docs = load_docs(task, data, data_root=data_root, limit=limit)
-                task_dir = out_dir / name
-                task_dir.mkdir(exist_ok=True)
-                started = time.perf_counter()
-                generated = generate_task(task, docs, model, task_dir / "predictions.jsonl", model_id, root,
-                                          model_fp=model_fp, batch_size=batch_size, progress=bar, shard=shard)
-                metrics = score_task(task, docs, task_dir / "predictions.jsonl", task_dir / "items.jsonl")
-                entry = {"task": name, "version": task.version, "data": docs.source,
-                         "primary_metric": task.primary_metric, "scored_locally": task.scored_locally,
-                         "metrics": metrics, "generated": generated,
-                         "seconds": round(time.perf_counter() - started, 2)}
-                write_json(task_dir / "metrics.json", entry)
-                results[name] = entry
-                write_json(results_file, results)
-                suite.update(1)
-                (tqdm.write if not suite.disable else echo)(format_row(entry))
-        finally:
-            bar.close()
-            suite.close()
+            return _run_tasks(job, names, docs, out_dir, echo, progress)
+        except Exception:  # not KeyboardInterrupt: an interrupted first call is resumed with --resume
+            if first and not any(f.stat().st_size for f in out_dir.glob("*/predictions*.jsonl")):
+                config_file.unlink()  # a first call that answered nothing leaves no record of options that did not run
+            raise
+
+
+def _run_tasks(job: Invocation, names: list[str], docs: dict, out_dir: Path, echo, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    results_file = out_dir / "results.json"
+    results = read_json(results_file) if results_file.is_file() else {}
+    disable = None if progress is None else not progress
+    suite = tqdm(total=len(names), desc="suite", unit="task", position=0, disable=disable, leave=False)
+    bar = tqdm(total=0, unit="q", position=1, disable=disable, leave=False, dynamic_ncols=True)
+    try:
+        for name in names:
+            bar.set_description(name)
+            results[name] = _run_task(job, get_task(name), docs[name], out_dir, bar)
+            write_json(results_file, results)
+            suite.update(1)
+            (tqdm.write if not suite.disable else echo)(format_row(results[name]))
+    finally:
+        bar.close()
+        suite.close()
     return results
 
 
-def _run_worker(model, names, out_dir, model_id, data, data_root, limit, batch_size, model_fp, shard) -> dict:
+def _run_task(job: Invocation, task: Task, docs: Docs, out_dir: Path, bar) -> dict:
+    """Generate and score one task; its entry is written to `<task>/metrics.json` the moment it is done."""
+    task_dir = out_dir / task.name
+    task_dir.mkdir(exist_ok=True)
+    pred_file = task_dir / "predictions.jsonl"
+    judged = _judged_entry(out_dir, task.name)
+    covered = (task_data_options(out_dir, task.name), _answered(pred_file)) if judged else None
+    started = time.perf_counter()
+    generated = generate_task(task, docs, job.model, pred_file, job.model_id, job.image_root, model_fp=job.model_fp,
+                              batch_size=job.batch_size, progress=bar, shard=job.shard)
+    metrics = score_task(task, docs, pred_file, task_dir / "items.jsonl")
+    entry = {"task": task.name, "version": task.version, "data": docs.source, "options": job.options,
+             "primary_metric": task.primary_metric, "scored_locally": task.scored_locally, "metrics": metrics,
+             "generated": generated, "seconds": round(time.perf_counter() - started, 2)}
+    if judged:
+        entry = _carry_judged(entry, judged, unchanged=covered == (job.options, _answered(pred_file)))
+    write_json(task_dir / "metrics.json", entry)
+    return entry
+
+
+def _judged_entry(out_dir: Path, name: str) -> dict | None:
+    """The task's stored entry when a judge scored it (now, or before its answers changed); None otherwise."""
+    entry_file = out_dir / name / "metrics.json"
+    entry = read_json(entry_file) if entry_file.is_file() else {}
+    return entry if entry.get("judged") or entry.get("judged_stale") else None
+
+
+def _answered(pred_file: Path) -> set:
+    return set(read_predictions(pred_file)[0])
+
+
+def _carry_judged(entry: dict, judged: dict, unchanged: bool) -> dict:
+    """A judged task keeps the judge's numbers while they cover exactly its answers (same data options, no new
+    answer); otherwise they are kept aside, marked stale, until `llava-eval judge` scores the task again."""
+    if judged.get("judged") and unchanged:
+        return judged
+    stale = judged["metrics"] if judged.get("judged") else judged.get("stale_judged_metrics")
+    return entry | {"judged_stale": True, "stale_judged_metrics": stale}
+
+
+def _run_worker(job: Invocation, names: list[str], docs: dict, out_dir: Path) -> dict:
     """A rank other than 0: answer its share of every task, in step with rank 0 (which holds the lock)."""
-    shard.barrier()  # rank 0 has locked the directory and written config.json
-    root = image_root(data, data_root)
+    job.shard.barrier()  # rank 0 has locked the directory and written config.json
     for name in names:
-        task = get_task(name)
-        docs = load_docs(task, data, data_root=data_root, limit=limit)
         (out_dir / name).mkdir(exist_ok=True)
-        generate_task(task, docs, model, out_dir / name / "predictions.jsonl", model_id, root, model_fp=model_fp,
-                      batch_size=batch_size, shard=shard)
+        generate_task(get_task(name), docs[name], job.model, out_dir / name / "predictions.jsonl", job.model_id,
+                      job.image_root, model_fp=job.model_fp, batch_size=job.batch_size, shard=job.shard)
     return {}
 
 
 def format_row(entry: dict) -> str:
     m = entry["metrics"]
-    value = m.get(entry["primary_metric"])
-    shown = "n/a (server/judge)" if not entry["scored_locally"] else (
-        "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}")
-    ci = m.get("ci95")
-    if ci and entry["scored_locally"]:
-        shown += f" [{ci['low']:.2f}, {ci['high']:.2f}]"
-    flags = []
-    if m.get("n_missing"):
-        flags.append(f"{m['n_missing']} missing")
-    if m.get("n_errors"):
-        flags.append(f"{m['n_errors']} image errors")
-    return (f"{entry['task']:18} {entry['primary_metric']:14} {shown:>34}  n={m.get('n_docs', 0)}"
+    flags = [] if m.get("status") == NO_SCOREABLE_ROWS else [
+        f"{m[key]} {label}" for key, label in (("n_missing", "missing"), ("n_errors", "image errors")) if m.get(key)]
+    return (f"{entry['task']:18} {entry['primary_metric']:14} {_shown(entry):>34}  n={m.get('n_docs', 0)}"
             + (f"  ({', '.join(flags)})" if flags else ""))
 
 
-def read_run_config(run_dir: Path) -> dict:
-    """The config.json of a run directory (an error when `run_dir` is not one)."""
-    config_file = run_dir / "config.json"
-    if not config_file.is_file():
-        raise TaskError(f"{run_dir} is not a run directory (no config.json)")
-    return json.loads(config_file.read_text())
-
-
-def run_docs(run_dir: Path, name: str) -> tuple[Task, list[dict]]:
-    """A task of a finished run and its rows (without images), loaded from the source the run recorded."""
-    config = read_run_config(run_dir)
-    task = get_task(name)
-    docs = load_docs(task, config.get("data", "synthetic"), data_root=config.get("data_root"),
-                     limit=config.get("limit"))
-    return task, list(docs.without_images(task))
-
-
-def read_results(run_dir: Path) -> dict:
-    """Task name -> metrics entry of every finished task of a run (its results.json)."""
-    results_file = run_dir / "results.json"
-    if not results_file.is_file():
-        raise TaskError(f"{run_dir} has no results.json (no task of it has finished)")
-    return json.loads(results_file.read_text())
-
-
-def finished_tasks(run_dir: Path) -> list[str]:
-    return list(read_results(run_dir))
+def _shown(entry: dict) -> str:
+    m = entry["metrics"]
+    if m.get("status") == NO_SCOREABLE_ROWS:
+        return f"no scoreable rows ({m.get('n_errors', 0)} image errors)"
+    if entry.get("judged_stale"):
+        return "needs re-judging (answers changed)"
+    if not entry["scored_locally"] and not entry.get("judged"):
+        return "n/a (server/judge)"
+    value = m.get(entry["primary_metric"])
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "no score (judging incomplete)" if entry.get("judged") else "nan"
+    ci = m.get("ci95")
+    return f"{value:.2f}" + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "") + (
+        " (judged)" if entry.get("judged") else "")

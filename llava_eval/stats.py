@@ -150,7 +150,7 @@ def compare_runs(run_a, run_b, names: list[str] | None = None, n_boot: int = N_B
 
     from tasks.base import TaskError
 
-    from .runner import finished_tasks, read_predictions, run_docs
+    from .rundir import finished_tasks, read_predictions, run_docs
 
     run_a, run_b = Path(run_a), Path(run_b)
     in_b = set(finished_tasks(run_b))

@@ -1,10 +1,11 @@
 """Chat completions through the official `openai` client, with our own retry loop: 429 waits for the
 server's Retry-After (retry-after-ms first), 5xx, timeouts and dropped connections back off exponentially,
-401/403/404 and other 4xx stop at once. The key is read from the environment and scrubbed from every
-message this module raises."""
+401/403/404 and other 4xx stop at once; a 200 whose body is no chat completion is retried like a 5xx. The
+key is read from the environment and scrubbed from every message this module raises."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -92,11 +93,31 @@ class JudgeClient:
             raise _Retryable(f"cannot reach {self.client.base_url}", None) from None
         except openai.APIStatusError as exc:
             raise JudgeCallError(self.scrub(f"judge request refused ({exc.status_code})")) from None
-        choice = response.choices[0].message.content if response.choices else None
-        if choice is None:
-            raise _Retryable("empty completion", None)
+        except (openai.APIResponseValidationError, json.JSONDecodeError):
+            raise _Retryable("malformed reply (not JSON)", None) from None
+        return _completion(response)
+
+
+def _completion(response) -> Completion:
+    """The text and token counts of a chat completion. The client does not validate the body, so a reply that
+    is JSON but no chat completion (`[1]`, `{"choices": "x"}`, a number as content) shows up here as odd
+    attributes: a failed attempt, retried like a 5xx, never a crash."""
+    try:
+        choices = response.choices
+        text = choices[0].message.content if choices else None
         usage = response.usage
-        return Completion(choice, getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0)
+    except (AttributeError, TypeError, IndexError, KeyError):
+        raise _Retryable("malformed reply (not a chat completion)", None) from None
+    if text is None:
+        raise _Retryable("empty completion", None)
+    if not isinstance(text, str):
+        raise _Retryable(f"malformed reply (content is {type(text).__name__}, not text)", None)
+    return Completion(text, _count(getattr(usage, "prompt_tokens", 0)), _count(getattr(usage, "completion_tokens", 0)))
+
+
+def _count(value) -> int:
+    """A token count as reported, or 0 for anything that is not one (the verdict does not depend on it)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 class _Retryable(Exception):

@@ -22,7 +22,16 @@ from tasks.llava_bench import average_runs, parse_review_scores, review_messages
 from tasks.mmvet import JUDGE_SETTINGS as MMVET_SETTINGS
 from tasks.mmvet import MAX_TRIES, RETRY_TEMPERATURE_STEP, aggregate_grades, grade_messages, parse_grade
 
-from ..runner import Appender, read_predictions, run_docs, write_json
+from ..rundir import (
+    NO_SCOREABLE_ROWS,
+    Appender,
+    finished_tasks,
+    read_predictions,
+    read_results,
+    run_docs,
+    write_json,
+)
+from ..runstate import RunLock
 from .cache import VerdictCache
 from .client import JudgeCallError, JudgeClient
 from .config import JudgeConfig
@@ -208,6 +217,8 @@ def _record(run_dir: Path, name: str, task, metrics: dict) -> None:
     entry_file = run_dir / name / "metrics.json"
     entry = json.loads(entry_file.read_text()) if entry_file.is_file() else {"task": name, "version": task.version}
     entry.update(primary_metric=task.primary_metric, scored_locally=False, judged=True, metrics=metrics)
+    for key in ("judged_stale", "stale_judged_metrics"):  # judged again: the numbers now cover every answer
+        entry.pop(key, None)
     write_json(entry_file, entry)
     results_file = run_dir / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
@@ -217,16 +228,26 @@ def _record(run_dir: Path, name: str, task, metrics: dict) -> None:
 
 def judge_run(run_dir: Path, names: list[str] | None, config: JudgeConfig, *, no_cache: bool = False,
               allow_missing: float = 0.0, echo=print) -> dict:
-    """Judge every judged task of a run (or `names`): probe first, then judge; returns metrics per task."""
-    from ..runner import finished_tasks
-
+    """Judge every judged task of a run (or `names`): probe first, then judge; returns metrics per task. The
+    run directory's lock is held throughout, so a live `run` and a `judge` never write the same files."""
     run_dir = Path(run_dir)
-    available = [n for n in finished_tasks(run_dir) if n in PROTOCOLS]
+    finished_tasks(run_dir)  # not a run directory: refused before a lock file is made there
+    with RunLock(run_dir):
+        return _judge_locked(run_dir, names, config, no_cache, allow_missing, echo)
+
+
+def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, allow_missing: float, echo) -> dict:
+    results_now = read_results(run_dir)
+    available = [n for n in results_now if n in PROTOCOLS]
     wanted = names or available
     unknown = [n for n in wanted if n not in available]
     if unknown:
         raise TaskError(f"not judged or not in {run_dir}: {', '.join(unknown)} (judged tasks here: "
                         f"{', '.join(available) or 'none'})")
+    empty = [n for n in wanted if results_now[n]["metrics"].get("status") == NO_SCOREABLE_ROWS]
+    for name in empty:
+        echo(f"{name:18} no scoreable rows (every image failed): nothing to judge")
+    wanted = [n for n in wanted if n not in empty]
     if not wanted:
         return {}
     client = JudgeClient(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,9 +30,16 @@ def verdict_for(body: dict) -> str:
     return f"{6 + h % 3} {3 + h % 7}\nAssistant 2 is judged against Assistant 1."
 
 
+# HTTP 200 bodies that are no chat completion (or one with junk token counts, "bad-usage", still a verdict).
+MALFORMED = {"notjson": b"<html>upstream busy</html>", "empty": b"{}", "choices-str": b'{"choices": "x"}',
+             "list": b"[1]",
+             "content-int": b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": 5}}]}'}
+
+
 class Script:
     """What the server does with the n-th request carrying a given content: a list of actions, the last
-    one repeated. Actions: "ok", "429", "500", "slow", "bad" (malformed verdict), "401", "404"."""
+    one repeated. Actions: "ok", "429", "500", "slow", "bad" (malformed verdict), "401", "404", a key of
+    MALFORMED (that body with status 200) and "bad-usage" (a good verdict with junk token counts)."""
 
     def __init__(self, plan=("ok",), default=None):
         self.plan, self.default = list(plan), default
@@ -78,10 +86,12 @@ def server():
                 self.wfile.write(payload)
                 return
             text = "Sorry, I cannot." if action == "bad" else verdict_for(body)
-            payload = json.dumps({
+            usage = {"prompt_tokens": "many", "completion_tokens": -1} if action == "bad-usage" else {
+                "prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+            payload = MALFORMED.get(action) or json.dumps({
                 "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}).encode()
+                "usage": usage}).encode()
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -326,3 +336,121 @@ def test_mmvet_metrics_golden_from_grades():
     assert m["runs"] == [50.0, 50.0, 75.0]
     assert m["total"] == pytest.approx(175 / 3) and m["std"] == pytest.approx(11.785, abs=1e-3)
     assert m["capabilities"]["ocr"] == pytest.approx(100 / 3) and m["capabilities"]["rec"] == pytest.approx(175 / 3)
+
+
+# ---- run-level safety: reruns keep the judge's numbers, the lock, replies that are no chat completion ------
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """Retries without the exponential back-off's seconds of sleep."""
+    from llava_eval.judge import client
+
+    original = client.JudgeClient.__init__
+    monkeypatch.setattr(client.JudgeClient, "__init__", lambda self, config, sleep=None: original(
+        self, config, sleep=lambda _: None))
+
+
+def rerun(run_dir, limit=6):
+    lines = []
+    run(Echo(), TASKS, run_dir, model_id="echo", limit=limit, batch_size=4, echo=lines.append, model_fp="e",
+        progress=False)
+    return lines
+
+
+def entries(run_dir):
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_a_rerun_that_adds_no_answer_keeps_the_judged_scores(server, run_dir):
+    assert judge(run_dir, server["url"]).exit_code == 0
+    judged = entries(run_dir)
+    assert "relative_score" in judged["llava_bench"]["metrics"] and "total" in judged["mmvet"]["metrics"]
+    lines = rerun(run_dir)
+    assert entries(run_dir) == judged
+    for task in TASKS:
+        assert json.loads((run_dir / task / "metrics.json").read_text()) == judged[task]
+    assert any("(judged)" in line and "llava_bench" in line for line in lines), lines
+
+
+def test_new_answers_keep_the_judged_scores_aside_until_judged_again(server, run_dir):
+    assert judge(run_dir, server["url"]).exit_code == 0
+    judged = entries(run_dir)
+    lines = rerun(run_dir, limit=8)  # two more docs per task: the verdicts no longer cover every answer
+    now = entries(run_dir)
+    for task in TASKS:
+        assert now[task]["judged_stale"] is True and now[task]["stale_judged_metrics"] == judged[task]["metrics"]
+        assert now[task]["metrics"]["status"] == "needs_judge" and now[task]["metrics"]["n_docs"] == 8
+        assert json.loads((run_dir / task / "metrics.json").read_text()) == now[task]
+    assert sum("needs re-judging" in line for line in lines) == 2, lines
+    rerun(run_dir, limit=8)  # a further rerun keeps them aside too
+    assert entries(run_dir)["mmvet"]["stale_judged_metrics"] == judged["mmvet"]["metrics"]
+    assert judge(run_dir, server["url"]).exit_code == 0
+    again = entries(run_dir)
+    for task in TASKS:
+        assert again[task]["judged"] and "judged_stale" not in again[task] and "stale_judged_metrics" not in again[task]
+        assert again[task]["metrics"]["n_docs"] == 8 and again[task]["metrics"]["status"] == "complete"
+
+
+def test_judge_refuses_a_directory_a_run_holds(server, run_dir):
+    from llava_eval.runstate import RunLock
+
+    with RunLock(run_dir):
+        result = judge(run_dir, server["url"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: run directory {run_dir} is in use by pid {os.getpid()}; wait for it to finish or choose another --out"]
+    assert server["script"].requests == [] and not (run_dir / "mmvet" / "judge.jsonl").exists()
+
+
+def test_a_run_is_refused_while_judge_works(server, run_dir):
+    """While the judge's requests are in flight, a `run` into the same directory is refused by the lock."""
+    from llava_eval.runstate import RunStateError
+
+    refused = []
+
+    class RunDuringJudging(Script):
+        def action(self, body):
+            if body["messages"][-1]["content"] != "ping" and not refused:
+                try:
+                    rerun(run_dir, limit=8)
+                    refused.append("not refused")
+                except RunStateError as exc:
+                    refused.append(str(exc))
+            return "ok"
+
+    server["script"] = RunDuringJudging()
+    result = judge(run_dir, server["url"], "--concurrency", "1")
+    assert result.exit_code == 0, result.output
+    assert refused and "is in use by pid" in refused[0], refused
+    assert all(e["metrics"]["n_docs"] == 6 for e in entries(run_dir).values())
+
+
+def test_replies_that_are_no_chat_completion_are_retried(server, run_dir, tmp_path, no_backoff):
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(run_dir, odd)
+    assert judge(run_dir, server["url"]).exit_code == 0
+    server["script"] = Script(["notjson", "choices-str", "list", "content-int", "empty", "bad-usage"])
+    result = judge(odd, server["url"], "--retries", "6")
+    assert result.exit_code == 0, result.output
+    assert scores(odd) == scores(run_dir)
+    verdicts = [json.loads(x) for x in (odd / "mmvet" / "judge.jsonl").read_text().splitlines()]
+    assert all(v["status"] == "ok" for v in verdicts) and max(v["attempts"] for v in verdicts) == 1
+
+
+@pytest.mark.parametrize("reply", ["notjson", "choices-str", "list", "content-int"])
+def test_a_judge_that_never_sends_a_completion_leaves_verdicts_missing(server, run_dir, no_backoff, reply):
+    class MMVetBroken(Script):
+        def action(self, body):
+            return reply if body["max_tokens"] == 3 and body["messages"][-1]["content"] != "ping" else "ok"
+
+    server["script"] = MMVetBroken()
+    result = judge(run_dir, server["url"], "--retries", "1")
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert metrics(run_dir, "llava_bench")["status"] == "complete"  # the verdicts obtained stay
+    bench = [json.loads(x) for x in (run_dir / "llava_bench" / "judge.jsonl").read_text().splitlines()]
+    assert len(bench) == 18 and all(v["status"] == "ok" for v in bench)
+    mm = [json.loads(x) for x in (run_dir / "mmvet" / "judge.jsonl").read_text().splitlines()]
+    assert len(mm) == 18 and all(v["status"] == "missing" and "malformed" in v["reason"] for v in mm)
+    assert metrics(run_dir, "mmvet")["status"] == "incomplete" and "total" not in metrics(run_dir, "mmvet")
