@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from llava_eval.cli import main
+from tests.cli_checks import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,6 @@ def test_generate_answers_one_question(image_file):
     assert result.exit_code == 0, result.output
     assert len(result.output.strip().splitlines()) <= 1
 
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_unreadable_image(tmp_path):

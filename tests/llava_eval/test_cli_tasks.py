@@ -10,18 +10,12 @@ from click.testing import CliRunner
 
 from llava_eval.cli import main
 from tasks.registry import get_task
+from tests.cli_checks import one_line_error
 
 
 def run_cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from llava_eval.data import Docs, check_schema, load_docs
 from llava_eval.runner import run
 from tasks.base import TaskError
 from tasks.registry import get_task, load_all
+from tests.cli_checks import one_line_error
 from tests.tasks.test_mme import _write_layout as write_mme
 from tests.tasks.test_pope import _write_layout as write_pope
 from tests.tasks.test_textvqa import _layout as write_textvqa
@@ -28,13 +29,6 @@ from tests.tasks.test_textvqa import _layout as write_textvqa
 def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def pope_rows(n):

@@ -20,6 +20,7 @@ from llava_eval.cli import main
 from llava_model.checkpoint import load_bundle, save_bundle
 from llava_model.checkpoint_files import refuse_remote_code
 from llava_model.errors import CheckpointError
+from tests.cli_checks import one_line_error, one_line_stderr
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,13 +62,6 @@ def cli(*args, stdin: str | None = None):
     return CliRunner().invoke(main, list(args), input=stdin)
 
 
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
 
 def cli_subprocess(args, tmp_path: Path, stdin: str = "yes\n", **env):
     """`python -m llava_eval ARGS` with the project importable and transformers' module cache in tmp."""
@@ -76,13 +70,6 @@ def cli_subprocess(args, tmp_path: Path, stdin: str = "yes\n", **env):
     return subprocess.run([sys.executable, "-m", "llava_eval", *args], input=stdin, capture_output=True, text=True,
                           env=environ, cwd=tmp_path, timeout=120)
 
-
-def one_line_stderr(proc, *fragments):
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # ---- no code from a checkpoint runs -------------------------------------------------------------------
