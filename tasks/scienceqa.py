@@ -26,13 +26,21 @@ SUBJECTS = ("natural science", "social science", "language science")
 
 
 def build_question(doc: dict) -> str:
-    """Reference: llava_test_CQM-A.json: "Context: <hint>\\n" only when the hint is non-empty (no "N/A"),
-    the question, then one "\\n<L>. <choice>" line per choice; model_vqa_science.py then deletes every
-    "<image>" and strips the text."""
-    text = f"Context: {doc['hint']}\n" if doc.get("hint") else ""
+    """The question text of llava_test_CQM-A.json: "Context: <hint>\\n" only when the hint is non-empty (no
+    "N/A"), the question, then one "\\n<L>. <choice>" line per choice.
+
+    Reference (whitespace): scripts/convert_sqa_to_llava_base_prompt.py, the released builder of LLaVA's
+    ScienceQA files (the CQM-A layout itself is not released): `get_context_text` strips the hint
+    (`" ".join([hint, ""]).strip()`, no caption), `create_one_example_chatbot` applies
+    `input.replace("  ", " ").strip()` once to the whole text (one pass: 3 spaces become 2, 4 become 2);
+    convert_sqa_to_llava.py appends "\\n<image>" and model_vqa_science.py then deletes every "<image>" and
+    strips again, so a double space left by a deleted "<image>" survives."""
+    context = (doc.get("hint") or "").strip()
+    text = f"Context: {context}\n" if context else ""
     text += doc["question"]
     for letter, choice in zip(letters(len(doc["choices"])), doc["choices"], strict=True):
         text += f"\n{letter}. {choice}"
+    text = text.replace("  ", " ").strip()
     return text.replace("<image>", "").strip()
 
 
@@ -55,7 +63,7 @@ def choice_index(letter: str, n_choices: int) -> int:
 
 @register_task("scienceqa_img")
 class ScienceQAImg(Task):
-    version = 1
+    version = 2  # 2: the builder's whitespace rule (hint strip, one double-space pass)
     title = "ScienceQA-IMG (test, image problems)"
     reference = ("llava/eval/model_vqa_science.py, llava/eval/eval_science_qa.py, scripts/v1_5/eval/sqa.sh, "
                  "playground/data/eval/scienceqa/llava_test_CQM-A.json")

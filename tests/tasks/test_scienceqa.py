@@ -1,7 +1,8 @@
-"""ScienceQA-IMG: llava_test_CQM-A.json + --single-pred-prompt prompt bytes (Context line only with a hint),
-eval_science_qa.py letter extraction (exact letter, "X. ", one "The answer is X."; FAILED otherwise, no random
-letter), IMG accuracy, the crop image mode, the original layout and matching of original answer files.
-Golden prompts are problems 11, 170 and 5 of the test split as the official 13B output file records them."""
+"""ScienceQA-IMG: llava_test_CQM-A.json + --single-pred-prompt prompt bytes (Context line only with a hint; the
+released builder's whitespace rule), eval_science_qa.py letter extraction (exact letter, "X. ", one "The answer is
+X."; FAILED otherwise, no random letter), IMG accuracy, the crop image mode, the original layout and matching of
+original answer files. Golden prompts are problems 11, 170 and 5 of the test split as the official 13B output file
+records them."""
 
 from __future__ import annotations
 
@@ -73,6 +74,38 @@ def test_prompt_hint_kept_raw_and_no_na():
     # model_vqa_science.py deletes every "<image>" and strips the text.
     assert task.prompt(row(question="<image> Which colony?", choices=("A1", "B1 "))) == (
         "Which colony?\nA. A1\nB. B1" + INSTRUCTION)
+
+
+# Whitespace: the released builder strips the hint, then makes one `replace("  ", " ")` pass over the whole
+# text and strips it; "<image>" is deleted only afterwards. Expected strings are written out by hand from
+# that rule (one pass turns 2 spaces into 1, 3 into 2, 4 into 2).
+def test_prompt_whitespace_collapsed_once():
+    doc = row("Which   animal is also adapted?", ("camel  ", "red  fox", "a    b"),
+              hint="  Figure: a desert.  The  is adapted to dry places. ")
+    assert get_task("scienceqa_img").request(doc, 0, ("img",)).messages[0].text == (
+        "<image>\nContext: Figure: a desert. The is adapted to dry places.\nWhich  animal is also adapted?\n"
+        "A. camel \nB. red fox\nC. a  b" + INSTRUCTION)
+
+
+def test_prompt_hint_stripped():
+    task = get_task("scienceqa_img")
+    assert task.prompt(row(hint="Select the best answer. ")).startswith(
+        "Context: Select the best answer.\nWhat is the name")
+    assert task.prompt(row(hint=" \nSelect.\n")).startswith("Context: Select.\nWhat is the name")
+    assert task.prompt(row(hint="   ")).startswith("What is the name")  # empty after the strip: no Context line
+
+
+def test_prompt_leading_trailing_spaces_and_image_order():
+    task = get_task("scienceqa_img")
+    assert task.prompt(row(question="  Which colony? ", choices=("A1", "B1  "))) == (
+        "Which colony? \nA. A1\nB. B1" + INSTRUCTION)
+    # The double-space pass runs before "<image>" is deleted: spaces that meet only then stay doubled.
+    assert task.prompt(row(question="Which  <image>colony?", choices=("x", "y"))).startswith("Which colony?\n")
+    assert task.prompt(row(question="Which <image> colony?", choices=("x", "y"))).startswith("Which  colony?\n")
+
+
+def test_prompt_change_bumped_version():
+    assert get_task("scienceqa_img").version == 2  # version 1 kept the hint and its double spaces as they were
 
 
 def test_generation_settings():
