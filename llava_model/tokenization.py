@@ -13,8 +13,28 @@ from __future__ import annotations
 from .conversation import IMAGE_PLACEHOLDER
 
 
+def dummy_prefix(tokenizer) -> str:
+    """The space marker to put in front of a chunk that starts with whitespace, or "".
+
+    The original's slow tokenizer encodes every chunk with SentencePiece, which always prepends its dummy
+    prefix ("▁"): " a" becomes "▁▁a". transformers 5's `LlamaTokenizer` does this in a `Metaspace`
+    pre-tokenizer, which skips the prefix when the text already starts with "▁" after spaces are replaced,
+    so " a" became "▁a": one token short on every chunk that starts with a space. Writing the marker
+    ourselves gives the pre-tokenizer the string SentencePiece would see. Tokenizers that add the prefix
+    in a normalizer (the transformers 4 conversion) or have none are left alone."""
+    from tokenizers.pre_tokenizers import Metaspace
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pre = getattr(backend, "pre_tokenizer", None)
+    if backend is None or backend.normalizer is not None or not isinstance(pre, Metaspace):
+        return ""
+    return pre.replacement if pre.prepend_scheme in ("first", "always") else ""
+
+
 def tokenize_prompt(prompt: str, tokenizer, image_token_id: int, image_seq_length: int) -> list[int]:
-    chunks = [tokenizer(chunk).input_ids for chunk in prompt.split(IMAGE_PLACEHOLDER)]
+    marker = dummy_prefix(tokenizer)
+    chunks = [tokenizer(marker + chunk if marker and chunk.startswith((" ", marker)) else chunk).input_ids
+              for chunk in prompt.split(IMAGE_PLACEHOLDER)]
     ids: list[int] = []
     # The original drops the first token of every later chunk only when the first chunk starts with
     # BOS (the tokenizer adds one); with a BOS-less tokenizer nothing is dropped.

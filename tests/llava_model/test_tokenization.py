@@ -6,14 +6,16 @@ chunk, first token of later chunks dropped, offset-0 quirk for BOS-less tokenize
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
 import sentencepiece as spm
 
+from llava_model.checkpoint_files import load_tokenizer
 from llava_model.conversation import VICUNA_V1, eval_messages, render
-from llava_model.tiny_tokenizer import llama_tokenizer_from_spm, tiny_tokenizer, train_sentencepiece
-from llava_model.tokenization import count_images, tokenize_prompt
+from llava_model.tiny_tokenizer import _corpus, llama_tokenizer_from_spm, tiny_tokenizer, train_sentencepiece
+from llava_model.tokenization import count_images, dummy_prefix, tokenize_prompt
 
 N = 576  # image tokens per image for CLIP ViT-L/14 at 336 px: (336 / 14) ** 2
 IMG = 9999  # any id outside the trained vocabulary
@@ -194,3 +196,129 @@ def test_tiny_tokenizer_eval_prompt():
     before, after = prompt.split("<image>")
     assert ids == tok(before).input_ids + [image_id] * N + tok(after).input_ids[1:]
     assert ids.count(BOS) == 1
+
+
+# --- whitespace against the original slow tokenizer -------------------------------------------------------
+# The original tokenised with the slow SentencePiece `LlamaTokenizer` of transformers 4.31 (`use_fast=False`)
+# through `tokenizer_image_token`; both are transcribed below on the SentencePiece processor itself.
+
+IMAGE_TOKEN_INDEX = -200  # Reference: llava/constants.py
+
+
+def tokenizer_image_token(prompt, tokenizer, image_token_index=IMAGE_TOKEN_INDEX):
+    """Reference: llava/mm_utils.py `tokenizer_image_token`, line for line. With a BOS-adding tokenizer
+    `offset` is 1: the separator is two image indices and `x[offset:]` drops the first element of every
+    chunk and of every separator, so one BOS and one index per image remain."""
+    prompt_chunks = [tokenizer(chunk).input_ids for chunk in prompt.split("<image>")]
+
+    def insert_separator(X, sep):
+        return [ele for sublist in zip(X, [sep] * len(X), strict=True) for ele in sublist][:-1]
+
+    input_ids = []
+    offset = 0
+    if len(prompt_chunks) > 0 and len(prompt_chunks[0]) > 0 and prompt_chunks[0][0] == tokenizer.bos_token_id:
+        offset = 1
+        input_ids.append(prompt_chunks[0][0])
+    for x in insert_separator(prompt_chunks, [image_token_index] * (offset + 1)):
+        input_ids.extend(x[offset:])
+    return input_ids
+
+
+class SlowLlamaTokenizer431:
+    """transformers 4.31 `LlamaTokenizer` (slow) on text that spells no special token: `tokenize` (with
+    `legacy=False`, as Vicuna v1.5's tokenizer_config sets: "▁" + the text with "▁" turned into spaces),
+    `PreTrainedTokenizer.tokenize` (no special token to split on, empty text gives no pieces), `_tokenize`
+    (`sp_model.encode(text, out_type=str)`, for the first piece after dropping the "▁" added above), pieces to
+    ids with `sp_model.piece_to_id`, and `build_inputs_with_special_tokens` (BOS, no EOS)."""
+
+    bos_token_id = BOS
+
+    def __init__(self, sp: spm.SentencePieceProcessor, legacy: bool):
+        self.sp, self.legacy = sp, legacy
+
+    def _tokenize(self, text: str) -> list[str]:
+        is_first = False
+        if not self.legacy:
+            is_first = text.startswith("▁")
+            if is_first:
+                text = text[1:]
+        tokens = self.sp.encode(text, out_type=str)
+        if not self.legacy and not is_first and not text.startswith(" ") and tokens[0].startswith("▁"):
+            tokens = ([tokens[0][1:]] if len(tokens[0]) > 1 else []) + tokens[1:]
+        return tokens
+
+    def __call__(self, text: str):
+        if not self.legacy:
+            text = "▁" + text.replace("▁", " ")
+        pieces = self._tokenize(text) if text else []
+        return SimpleNamespace(input_ids=[BOS, *(self.sp.piece_to_id(p) for p in pieces)])
+
+
+# Questions as they occur in the official files: VizWiz (about 150 with double spaces, 4 with leading spaces),
+# TextVQA (9 with double spaces), MM-Vet question 129 (ends with a space); plus non-ASCII.
+SPACED_QUESTIONS = [
+    "What  is this?",
+    "  what color is this shirt?",
+    " Is it red ?  ",
+    "What is the price of the item on the left? ",
+    "what   brand is   the  sign?",
+    "ünïcödé  ß é 😀 请直接回答。 ",
+]
+# Raw prompts whose chunks (the text between images) start or end with spaces.
+SPACED_PROMPTS = [
+    "",
+    " leading",
+    "  two leading and trailing  ",
+    "USER: <image> one space after the image",
+    "USER:  <image>   three after, two before",
+    "<image>  \n  text after the image with spaces  ",
+    "before <image>",
+    "<image>   ",
+    "a <image> b <image>  c",
+    "<image> red  circle\n",  # a `plain`-template training sample whose caption starts with a space
+    "x\u3000 y <image> \tü  é",
+    "▁ <image>▁x",  # a literal SentencePiece space marker in the text
+]
+
+
+@pytest.mark.parametrize("legacy", [True, False])
+def test_slow_reference_modes_agree(legacy, sp):
+    # Without special-token text both modes of the slow tokenizer give [BOS] + sp.encode(text).
+    for text in [*SPACED_QUESTIONS, *SPACED_PROMPTS]:
+        assert SlowLlamaTokenizer431(sp, legacy)(text).input_ids == [BOS, *sp.encode(text)], text
+
+
+@pytest.mark.parametrize("prompt", [eval_prompt(q) for q in SPACED_QUESTIONS] + SPACED_PROMPTS)
+def test_spaced_prompts_match_original_slow_tokenizer(prompt, llama_tokenizer, sp):
+    original = tokenizer_image_token(prompt, SlowLlamaTokenizer431(sp, legacy=False))
+    assert tokenize_prompt(prompt, llama_tokenizer, IMAGE_TOKEN_INDEX, 1) == original
+    expanded = [t for i in original for t in ([IMG] * N if i == IMAGE_TOKEN_INDEX else [i])]
+    assert tokenize_prompt(prompt, llama_tokenizer, IMG, N) == expanded
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_loaded_tokenizer_matches_original_slow_tokenizer(legacy, llama_tokenizer, sp, tmp_path):
+    """The tokenizer a checkpoint directory loads (`load_tokenizer`, from the saved files); its `legacy`
+    flag picks the Metaspace prepend scheme ("first" or "always"), and both must match."""
+    llama_tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({**config, "legacy": legacy}))
+    tok = load_tokenizer(tmp_path)
+    assert dummy_prefix(tok) == "▁"
+    for prompt in [eval_prompt(q) for q in SPACED_QUESTIONS] + SPACED_PROMPTS:
+        assert tokenize_prompt(prompt, tok, IMAGE_TOKEN_INDEX, 1) == tokenizer_image_token(
+            prompt, SlowLlamaTokenizer431(sp, legacy=False)), prompt
+
+
+def test_tiny_tokenizer_matches_original_slow_tokenizer(tmp_path):
+    # The `tiny` preset's SentencePiece model, retrained here from the same built-in text.
+    tiny_sp = spm.SentencePieceProcessor(model_file=str(train_sentencepiece(tmp_path / "tiny", _corpus())))
+    tok = tiny_tokenizer()
+    for prompt in [eval_prompt(q) for q in SPACED_QUESTIONS] + SPACED_PROMPTS:
+        assert tokenize_prompt(prompt, tok, IMAGE_TOKEN_INDEX, 1) == tokenizer_image_token(
+            prompt, SlowLlamaTokenizer431(tiny_sp, legacy=False)), prompt
+
+
+def test_tokenizers_without_metaspace_are_left_alone():
+    assert dummy_prefix(StubTokenizer(add_bos=True)) == ""
+    assert tokenize_prompt(" a<image> b", StubTokenizer(add_bos=True), 0, 1) == [1, 32, 97, 0, 32, 98]
