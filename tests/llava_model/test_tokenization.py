@@ -1,7 +1,9 @@
 """Prompt tokenization with the image placeholder expanded, checked against an independent reference that
 runs the original algorithm on a SentencePiece processor trained offline in the test. Reproduces
 haotian-liu/LLaVA llava/mm_utils.py tokenizer_image_token (split on `<image>`, BOS only from the first
-chunk, first token of later chunks dropped, offset-0 quirk for BOS-less tokenizers).
+chunk, first token of later chunks dropped, offset-0 quirk for BOS-less tokenizers). Prompts with leading,
+repeated and trailing spaces are compared with `tokenizer_image_token` itself over a transcription of the
+transformers 4.31 slow tokenizer on SentencePiece.
 """
 
 from __future__ import annotations
