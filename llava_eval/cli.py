@@ -116,11 +116,11 @@ def main():
 @user_errors
 def generate(model, device, dtype, template, image_mode, vision_tower, images, prompt, max_new_tokens, show_prompt):
     """Answer one question about an image, greedily, with the checkpoint's own template."""
-    from llava_model.conversation import IMAGE_PLACEHOLDER, USER, Message, move_image_to_front
+    from llava_model.conversation import move_image_to_front
     from llava_model.preprocess import load_image
+    from llava_types import IMAGE_PLACEHOLDER, USER, GenerationSettings, Message, Request
 
     from .engine import LlavaEngine
-    from .request import GenerationSettings, Request
 
     loaded = [load_image(path) for path in images]  # fail on a bad image before loading the model
     text = prompt
@@ -219,7 +219,8 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     import time
     from pathlib import Path
 
-    from llava_model.errors import UserError
+    from llava_model.fingerprint import device_record, model_fingerprint
+    from llava_types import UserError
     from tasks.registry import resolve
 
     from .engine import LlavaEngine
@@ -227,7 +228,7 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     from .judge.config import check_endpoint
     from .runner import load_task_docs, shard_from_env
     from .runner import run as run_tasks
-    from .runstate import RunLock, environment, model_fingerprint
+    from .runstate import RunLock, environment
 
     names = resolve(task_list, suite)
     shard = shard_from_env()  # data-parallel under torchrun: rank r answers the r-th block of the docs
@@ -266,7 +267,8 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
         engine_cls = PrefixSharingEngine if engine == "fast" else LlavaEngine
         run_tasks(engine_cls(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
                   data_root=data_root, limit=limit, batch_size=batch_size, echo=say, model_fp=fingerprint,
-                  env=environment(bundle), progress=progress if shard.main else False, shard=shard, docs=docs)
+                  env=environment(device_record(bundle)), progress=progress if shard.main else False, shard=shard,
+                  docs=docs)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)

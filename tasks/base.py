@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from llava_eval.request import USER, GenerationSettings, Message, Request
+from llava_types import IMAGE_PLACEHOLDER as IMAGE
+from llava_types import USER, GenerationSettings, Message, Request, UserError
 
-IMAGE = "<image>"
 
-
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     """Bad task input (schema, predictions, names); the message names the offending column, id or file."""
 
 

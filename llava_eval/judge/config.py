@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llava_model.errors import UserError
+from llava_types import UserError
 
 from ..redact import looks_secret
 
