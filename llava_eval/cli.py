@@ -80,10 +80,11 @@ def judge_options(fn):
 
 def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency, timeout,
                       retries):
-    from .judge.config import DEFAULT_MODELS, check_endpoint, load_judge_config
+    from .judge.config import check_endpoint, load_judge_config
+    from .judge.run import judged_tasks
 
     check_endpoint(api_key_env, base_url)
-    models = {t: judge_model for t in DEFAULT_MODELS} if judge_model else None
+    models = {t: judge_model for t in judged_tasks()} if judge_model else None
     config = load_judge_config(judge_config, provider=provider, base_url=base_url, api_key_env=api_key_env,
                                runs=runs, concurrency=concurrency, timeout=timeout, retries=retries)
     if models:
@@ -239,9 +240,9 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
 
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
     say = click.echo if shard.main else (lambda *a, **k: None)
-    from .judge.run import PROTOCOLS
+    from .judge.run import judged_tasks
 
-    judged = [n for n in names if n in PROTOCOLS]
+    judged = judged_tasks(names)
     check_endpoint(api_key_env, base_url)  # refused even when no task is judged: the command line is recorded
     configured = judge_config or provider or base_url
     config = judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
@@ -455,7 +456,7 @@ def judge(run_dir, task_list, judge_config, provider, base_url, api_key_env, jud
         click.echo(f"incomplete: {exc}", err=True)
         sys.exit(3)
     if not results:
-        click.echo("nothing to judge: the run has no LLaVA-Bench or MM-Vet answers")
+        click.echo("nothing to judge: the run has no answers of a judged task")
 
 
 @main.command()
