@@ -80,10 +80,11 @@ def judge_options(fn):
 
 def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency, timeout,
                       retries):
-    from .judge.config import DEFAULT_MODELS, check_endpoint, load_judge_config
+    from .judge.config import check_endpoint, load_judge_config
+    from .judge.run import judged_tasks
 
     check_endpoint(api_key_env, base_url)
-    models = {t: judge_model for t in DEFAULT_MODELS} if judge_model else None
+    models = {t: judge_model for t in judged_tasks()} if judge_model else None
     config = load_judge_config(judge_config, provider=provider, base_url=base_url, api_key_env=api_key_env,
                                runs=runs, concurrency=concurrency, timeout=timeout, retries=retries)
     if models:
@@ -116,11 +117,11 @@ def main():
 @user_errors
 def generate(model, device, dtype, template, image_mode, vision_tower, images, prompt, max_new_tokens, show_prompt):
     """Answer one question about an image, greedily, with the checkpoint's own template."""
-    from llava_model.conversation import IMAGE_PLACEHOLDER, USER, Message, move_image_to_front
+    from llava_model.conversation import move_image_to_front
     from llava_model.preprocess import load_image
+    from llava_types import IMAGE_PLACEHOLDER, USER, GenerationSettings, Message, Request
 
     from .engine import LlavaEngine
-    from .request import GenerationSettings, Request
 
     loaded = [load_image(path) for path in images]  # fail on a bad image before loading the model
     text = prompt
@@ -219,7 +220,8 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     import time
     from pathlib import Path
 
-    from llava_model.errors import UserError
+    from llava_model.fingerprint import device_record, model_fingerprint
+    from llava_types import UserError
     from tasks.registry import resolve
 
     from .engine import LlavaEngine
@@ -227,7 +229,7 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     from .judge.config import check_endpoint
     from .runner import load_task_docs, shard_from_env
     from .runner import run as run_tasks
-    from .runstate import RunLock, environment, model_fingerprint
+    from .runstate import RunLock, environment
 
     names = resolve(task_list, suite)
     shard = shard_from_env()  # data-parallel under torchrun: rank r answers the r-th block of the docs
@@ -238,9 +240,9 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
 
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
     say = click.echo if shard.main else (lambda *a, **k: None)
-    from .judge.run import PROTOCOLS
+    from .judge.run import judged_tasks
 
-    judged = [n for n in names if n in PROTOCOLS]
+    judged = judged_tasks(names)
     check_endpoint(api_key_env, base_url)  # refused even when no task is judged: the command line is recorded
     configured = judge_config or provider or base_url
     config = judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
@@ -266,7 +268,8 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
         engine_cls = PrefixSharingEngine if engine == "fast" else LlavaEngine
         run_tasks(engine_cls(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
                   data_root=data_root, limit=limit, batch_size=batch_size, echo=say, model_fp=fingerprint,
-                  env=environment(bundle), progress=progress if shard.main else False, shard=shard, docs=docs)
+                  env=environment(device_record(bundle)), progress=progress if shard.main else False, shard=shard,
+                  docs=docs)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)
@@ -453,7 +456,7 @@ def judge(run_dir, task_list, judge_config, provider, base_url, api_key_env, jud
         click.echo(f"incomplete: {exc}", err=True)
         sys.exit(3)
     if not results:
-        click.echo("nothing to judge: the run has no LLaVA-Bench or MM-Vet answers")
+        click.echo("nothing to judge: the run has no answers of a judged task")
 
 
 @main.command()

@@ -15,12 +15,10 @@ import torch
 
 from llava_model.checkpoint import LlavaBundle
 from llava_model.conversation import render
-from llava_model.errors import UserError
 from llava_model.model import embed_inputs
 from llava_model.preprocess import load_image, preprocess
 from llava_model.tokenization import count_images, tokenize_prompt
-
-from .request import Request
+from llava_types import Request, UserError
 
 
 @dataclass

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path, PurePath
 
-from llava_model.errors import UserError
+from llava_types import UserError
 from tasks.base import TaskError
 
 EXPECTED = (UserError, TaskError, OSError, UnicodeDecodeError)

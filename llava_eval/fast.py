@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from llava_model.model import embed_inputs, image_features
+from llava_types import Request
 
 from .engine import LlavaEngine, Prepared
-from .request import Request
 
 DEFAULT_TOKEN_BUDGET = 32_768  # tokens of K/V held per sub-batch (rows x (prefix + suffix + new tokens))
 

@@ -28,11 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_types import Model
 from tasks.base import Task, TaskError
 from tasks.registry import get_task
 
 from .data import Docs, image_root, load_docs, resolve_image
-from .request import Model
 from .rundir import (
     DATA_OPTIONS,
     NO_SCOREABLE_ROWS,
@@ -137,7 +137,7 @@ def prompt_fp(task: Task, doc: dict) -> str:
 
 
 def task_fingerprints(task: Task, model_fp: str) -> dict:
-    from .request import GenerationSettings
+    from llava_types import GenerationSettings
 
     return {"model": model_fp, "settings": settings_fingerprint(GenerationSettings(max_new_tokens=task.max_new_tokens)),
             "task_version": task.version}

@@ -11,7 +11,6 @@ the run and names the setting that changed.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -21,7 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from llava_model.errors import UserError
+from llava_types import UserError, digest
 
 from .redact import redact_argv
 
@@ -72,36 +71,6 @@ class RunLock:
 
 
 # ---- fingerprints ---------------------------------------------------------------------------------------
-def digest(*parts) -> str:
-    """Short sha256 over the parts (bytes as they are, anything else as JSON)."""
-    h = hashlib.sha256()
-    for part in parts:
-        data = part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode()
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()[:16]
-
-
-def model_fingerprint(bundle, samples_per_tensor: int = 4096) -> str:
-    """Fingerprint of everything about a loaded model that can change an answer: every tensor's name,
-    dtype, shape and an evenly strided sample of its values, the vocabulary, the template and the image
-    preprocessing. Cheap for a 13B model (a few thousand values per tensor), yet any retraining or
-    conversion change shows."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(bundle.model.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // samples_per_tensor)
-        sample = flat[::step][:samples_per_tensor].to("cpu", torch.float32).contiguous()
-        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        h.update(sample.numpy().tobytes())
-    tok = bundle.tokenizer
-    h.update(digest(len(tok), sorted(tok.get_vocab().items())[:50000], bundle.template.name,
-                    bundle.image_mode).encode())
-    return h.hexdigest()[:16]
-
-
 def settings_fingerprint(settings) -> str:
     return digest(asdict(settings))
 
@@ -205,8 +174,9 @@ def _line_problem(row) -> str | None:
 
 
 # ---- environment ----------------------------------------------------------------------------------------
-def environment(bundle=None) -> dict:
-    """Versions and provenance recorded in config.json."""
+def environment(device: dict | None = None) -> dict:
+    """Versions and provenance recorded in config.json, with the model's `device` record (device, dtype,
+    device name) when given."""
     from importlib.metadata import PackageNotFoundError, version
 
     def ver(name: str) -> str | None:
@@ -219,11 +189,7 @@ def environment(bundle=None) -> dict:
            "torch": ver("torch"), "transformers": ver("transformers"), "platform": platform.platform(),
            "command": redact_argv([Path(sys.argv[0]).name, *sys.argv[1:]]),
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if bundle is not None:
-        param = next(bundle.model.parameters())
-        env.update(device=str(param.device), dtype=str(param.dtype).removeprefix("torch."),
-                   device_name=_device_name(param.device))
-    return env
+    return env | (device or {})
 
 
 def git_commit() -> str | None:
@@ -235,11 +201,3 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _device_name(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()

@@ -9,20 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llava_types import ASSISTANT, IMAGE_PLACEHOLDER, USER, Message
+
 from .errors import TemplateError
-
-IMAGE_PLACEHOLDER = "<image>"
-
-USER = "user"
-ASSISTANT = "assistant"
-
-
-@dataclass(frozen=True)
-class Message:
-    """One turn. `role` is `user` or `assistant`; `text` may hold one `<image>` placeholder."""
-
-    role: str
-    text: str
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
-"""Errors that carry a one-line message meant for the user (the CLI prints it without a traceback)."""
+"""The model package's user errors: kinds of `llava_types.UserError`, whose one-line message the CLI prints
+without a traceback."""
 
-
-class UserError(Exception):
-    """Bad input from the user: a wrong path, name, file or value. The message says what and where."""
+from llava_types import UserError
 
 
 class CheckpointError(UserError):

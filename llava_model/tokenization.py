@@ -10,7 +10,7 @@ of `image_token_id` instead of the original single -200.
 
 from __future__ import annotations
 
-from .conversation import IMAGE_PLACEHOLDER
+from llava_types import IMAGE_PLACEHOLDER
 
 
 def dummy_prefix(tokenizer) -> str:

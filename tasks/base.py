@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from llava_eval.request import USER, GenerationSettings, Message, Request
+from llava_types import IMAGE_PLACEHOLDER as IMAGE
+from llava_types import USER, GenerationSettings, Message, Request, UserError
 
-IMAGE = "<image>"
+from .judging import JudgeProtocol
 
 
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     """Bad task input (schema, predictions, names); the message names the offending column, id or file."""
 
 
@@ -72,7 +73,11 @@ class Task:
     metrics: ClassVar[tuple[str, ...]] = ()
     primary_metric: ClassVar[str] = ""
     scored_locally: ClassVar[bool] = True  # False: a server (or a judge) scores this split
-    needs_judge: ClassVar[bool] = False
+    judge: ClassVar[JudgeProtocol | None] = None  # how a judge grades the answers (tasks.judging); None: no judge
+
+    @property
+    def needs_judge(self) -> bool:
+        return self.judge is not None
 
     # ---- rows -> requests -------------------------------------------------------------------------
     def doc_id(self, doc: dict, index: int):

@@ -15,12 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from .base import HubSource, Task, TaskError, read_jsonl
+from .judging import JudgeProtocol
 from .registry import register_task
 
 CATEGORIES = ("conv", "detail", "complex")
-# Reference: eval_gpt_review_bench.py get_eval (model, system message, temperature, max_tokens default).
+# Reference: eval_gpt_review_bench.py get_eval (model, system message, temperature, max_tokens default);
+# protocol 3.10: gpt-4-0314 judged the published numbers.
 JUDGE_MODEL = "gpt-4-0314"
-JUDGE_SETTINGS = {"model": JUDGE_MODEL, "temperature": 0.2, "max_tokens": 1024}
+JUDGE_TEMPERATURE = 0.2
+JUDGE_MAX_TOKENS = 1024
+# Unparsable reviews: the original records (-1, -1) and averages it in; we ask again with the same settings, up
+# to this many attempts in all, then call the verdict missing (docs/deviations.md).
+REVIEW_ATTEMPTS = 3
 SYSTEM_PROMPT = "You are a helpful and precise assistant for checking the quality of the answer."
 # Reference: llava/eval/table/rule.json, keys llava_bench_conv / _detail / _complex: three identical entries
 # (role "Assistant"); note the space before the first "\n", kept byte for byte.
@@ -113,6 +119,34 @@ def average_runs(overall_scores: list[float]) -> float:
     return round(sum(overall_scores) / len(overall_scores), 1)
 
 
+def review_request(doc: dict, answer: str, attempt: int) -> list[dict]:
+    """Every attempt sends the same review request (a re-ask changes nothing but the draw)."""
+    return review_messages(doc, answer)
+
+
+def parse_review(text: str) -> list[float] | None:
+    """The verdict stored for a review: [reference score, model score], or None when unparseable."""
+    pair = parse_review_scores(text)
+    return None if pair is None else list(pair)
+
+
+def aggregate_reviews(docs: list[dict], verdicts: list[list]) -> dict:
+    """LLaVA-Bench metrics from score pairs, verdicts[i][r] = [reference, model] for docs[i] in run r (at least
+    one doc): each run summarised by category and overall, then the mean over runs of the relative scores.
+    Reference: summarize_gpt_review.py per run; protocol 3.10 for the mean of the runs."""
+    per_run = []
+    for run in range(len(verdicts[0])):
+        by_category: dict = {}
+        for doc, runs in zip(docs, verdicts, strict=True):
+            by_category.setdefault(doc["category"], []).append(tuple(runs[run]))
+        per_run.append(summarize(by_category))
+    overall = [s["all"]["relative"] for s in per_run]
+    categories = {c: average_runs([s[c]["relative"] for s in per_run])
+                  for c in sorted(per_run[0]) if c not in ("all", "n_unparsed")}
+    return {"relative_score": average_runs(overall), "runs_relative": overall, "categories": categories,
+            "per_run": per_run}
+
+
 @register_task("llava_bench")
 class LlavaBench(Task):
     version = 1
@@ -133,7 +167,9 @@ class LlavaBench(Task):
     metrics = ("relative_score",)
     primary_metric = "relative_score"
     scored_locally = False
-    needs_judge = True
+    judge = JudgeProtocol(messages=review_request, parse=parse_review, aggregate=aggregate_reviews,
+                          model=JUDGE_MODEL, max_tokens=JUDGE_MAX_TOKENS,
+                          temperatures=(JUDGE_TEMPERATURE,) * REVIEW_ATTEMPTS)
 
     def prompt(self, doc: dict) -> str:
         # Reference: model_vqa.py: the question file's `text`, no instruction suffix (paper Table 9: none).

@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from .base import HubSource, Task, TaskError, read_json, read_jsonl, require
+from .judging import JudgeProtocol
 from .registry import register_task
 
-# Reference: mm-vet_evaluator.py / the llava-v1.5 grade files ("model": "gpt-4", file names "..._gpt-4-grade-").
-JUDGE_SETTINGS = {"model": "gpt-4", "temperature": 0.0, "max_tokens": 3}
+# Reference: mm-vet_evaluator.py (temperature 0, max_tokens 3). LLaVA's grade files name "gpt-4" (file names
+# "..._gpt-4-grade-"), an alias that has moved since; the dated gpt-4-0613 is the default (docs/deviations.md).
+JUDGE_MODEL = "gpt-4-0613"
+JUDGE_TEMPERATURE = 0.0
+JUDGE_MAX_TOKENS = 3
 RETRY_TEMPERATURE_STEP = 0.5  # Reference: mm-vet_evaluator.py: +0.5 per failed parse; after 5 tries score 0.0
 MAX_TRIES = 5
 # Reference: the capability columns of the evaluator's cap-score CSV (counter.most_common order on MM-Vet v1).
@@ -74,6 +78,11 @@ def parse_grade(text: str) -> float | None:
     except ValueError:
         return None
     return grade if 0.0 <= grade <= 1.0 else None
+
+
+def grade_request(doc: dict, answer: str, attempt: int) -> list[dict]:
+    """Reference: mm-vet_evaluator.py: a re-ask after an unparsable grade carries the retry suffix."""
+    return grade_messages(doc, answer, retry=attempt > 0)
 
 
 def capabilities(doc: dict) -> frozenset[str]:
@@ -183,7 +192,9 @@ class MMVet(Task):
     metrics = ("total",)
     primary_metric = "total"
     scored_locally = False
-    needs_judge = True
+    judge = JudgeProtocol(messages=grade_request, parse=parse_grade, aggregate=aggregate_grades, model=JUDGE_MODEL,
+                          max_tokens=JUDGE_MAX_TOKENS,
+                          temperatures=tuple(JUDGE_TEMPERATURE + RETRY_TEMPERATURE_STEP * i for i in range(MAX_TRIES)))
 
     def prompt(self, doc: dict) -> str:
         # Reference: llava-mm-vet.jsonl `text` = the bare MM-Vet question (paper Table 9: no format prompt).

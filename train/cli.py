@@ -28,7 +28,7 @@ def _deepspeed_config(value: str | None, recipe_value: str | None) -> str | None
 def _parse_overrides(items) -> dict:
     import json
 
-    from llava_model.errors import UserError
+    from llava_types import UserError
 
     changes = {}
     for item in items:
@@ -66,7 +66,7 @@ def main(recipe, out_dir, stage, init_from, max_steps, deepspeed, data_fraction,
     import logging
     from pathlib import Path
 
-    from llava_model.errors import UserError
+    from llava_types import UserError
 
     from .recipes import load_recipe
     from .trainer import run_stage

@@ -14,8 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_model.conversation import IMAGE_PLACEHOLDER
-from llava_model.errors import UserError
+from llava_types import IMAGE_PLACEHOLDER, UserError
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llava_model.conversation import ASSISTANT, IMAGE_PLACEHOLDER, USER, Message, Template, render
+from llava_model.conversation import Template, render
 from llava_model.tokenization import tokenize_prompt
+from llava_types import ASSISTANT, IMAGE_PLACEHOLDER, USER, Message
 
 IGNORE_INDEX = -100
 ROLES = {"human": USER, "gpt": ASSISTANT}

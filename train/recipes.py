@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from llava_model.errors import UserError
+from llava_types import UserError
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 DEEPSPEED_DIR = Path(__file__).parent / "configs"

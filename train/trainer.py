@@ -21,9 +21,9 @@ from torch import nn
 
 from llava_model.checkpoint import LlavaBundle, load_bundle, save_bundle
 from llava_model.conversation import get_template
-from llava_model.errors import UserError
 from llava_model.model import embed_inputs, image_features
 from llava_model.preprocess import load_image, preprocess
+from llava_types import UserError
 
 from .masking import IGNORE_INDEX, encode_plain, encode_v1
 

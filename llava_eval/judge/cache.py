@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..runstate import digest
+from llava_types import digest
 
 
 class VerdictCache:

@@ -10,7 +10,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from llava_model.errors import UserError
+from llava_types import UserError
 
 from .config import JudgeConfig
 

@@ -5,7 +5,7 @@ provider: openai            # openai | azure | compatible (any OpenAI-compatible
 base_url: null              # required for compatible; optional for openai (a proxy)
 api_key_env: OPENAI_API_KEY # the NAME of the environment variable holding the key (the key is never stored)
 azure_api_version: null     # azure only
-models: {llava_bench: gpt-4-0314, mmvet: gpt-4-0613}   # per task; the protocol defaults when absent
+models: {llava_bench: gpt-4-0314, mmvet: gpt-4-0613}   # per task; absent: the model the task's protocol names
 runs: 3                     # judging runs per answer (LLaVA-Bench and MM-Vet report the mean of 3)
 concurrency: 8
 timeout: 60                 # seconds per request
@@ -24,13 +24,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llava_model.errors import UserError
+from llava_types import UserError
+from tasks.base import Task
 
 from ..redact import looks_secret
 
 PROVIDERS = ("openai", "azure", "compatible")
-# Reference: protocol 3.10 / 3.11: the judges of the published numbers.
-DEFAULT_MODELS = {"llava_bench": "gpt-4-0314", "mmvet": "gpt-4-0613"}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
@@ -76,8 +75,9 @@ class JudgeConfig:
                     raise JudgeConfigError(f"judge price of {model!r}: {side} must be a number of USD per 1M tokens "
                                            f"(0 or more), got {value!r}")
 
-    def model_for(self, task: str) -> str:
-        return self.models.get(task) or DEFAULT_MODELS.get(task) or "gpt-4-0613"
+    def model_for(self, task: Task) -> str:
+        """The judge model of a judged task: the one configured for it, else the one its protocol names."""
+        return self.models.get(task.name) or task.judge.model
 
     def api_key(self) -> str:
         key = os.environ.get(self.api_key_env)

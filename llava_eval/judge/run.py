@@ -1,11 +1,12 @@
-"""Judge a run directory's LLaVA-Bench and MM-Vet answers.
+"""Judge a run directory's judged tasks: those whose class declares a `judge` protocol (tasks.judging).
 
 Per task, each answered doc is judged `runs` times. Every verdict is appended (flushed, fsynced) to
-`<task>/judge.jsonl` the moment it arrives: raw reply, parsed score, attempts, tokens. A verdict that could
+`<task>/judge.jsonl` the moment it arrives: raw reply, parsed verdict, attempts, tokens. A verdict that could
 not be obtained (the request failed after its retries, or every reply was unparsable) is written as
 missing, never as 0 or -1; a rerun asks again for the missing ones only, and the SQLite cache makes every
 verdict already obtained free. The metrics record the judge model actually used, missing counts, token use
 and cost; a task with missing verdicts gets no score unless their share is within `allow_missing`.
+`rescore_judged` recomputes a task's metrics from its verdict file alone.
 """
 
 from __future__ import annotations
@@ -13,21 +14,20 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.base import TaskError
-from tasks.llava_bench import JUDGE_SETTINGS as BENCH_SETTINGS
-from tasks.llava_bench import average_runs, parse_review_scores, review_messages, summarize
-from tasks.mmvet import JUDGE_SETTINGS as MMVET_SETTINGS
-from tasks.mmvet import MAX_TRIES, RETRY_TEMPERATURE_STEP, aggregate_grades, grade_messages, parse_grade
+from tasks.base import Task, TaskError
+from tasks.registry import get_task, load_all
 
 from ..rundir import (
     NO_SCOREABLE_ROWS,
     Appender,
     finished_tasks,
+    read_json,
     read_predictions,
     read_results,
+    read_run_config,
     run_docs,
     write_json,
 )
@@ -36,60 +36,20 @@ from .cache import VerdictCache
 from .client import JudgeCallError, JudgeClient
 from .config import JudgeConfig
 
-# Unparsable LLaVA-Bench reviews: the original records (-1, -1) and averages it in; we ask again, up to this
-# many attempts in all, then call the verdict missing (docs/deviations.md).
-BENCH_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class Protocol:
-    max_tokens: int
-    attempts: int
-
-    def messages(self, doc: dict, answer: str, attempt: int) -> list[dict]:
-        raise NotImplementedError
-
-    def temperature(self, attempt: int) -> float:
-        raise NotImplementedError
-
-    def parse(self, text: str):
-        raise NotImplementedError
-
-
-class BenchProtocol(Protocol):
-    """Reference: eval_gpt_review_bench.py: temperature 0.2, max_tokens 1024, the rule.json review prompt."""
-
-    def messages(self, doc, answer, attempt):
-        return review_messages(doc, answer)
-
-    def temperature(self, attempt):
-        return BENCH_SETTINGS["temperature"]
-
-    def parse(self, text):
-        pair = parse_review_scores(text)
-        return None if pair is None else list(pair)
-
-
-class MMVetProtocol(Protocol):
-    """Reference: mm-vet_evaluator.py: temperature 0 (+0.5 per retry), max_tokens 3, 5 tries, the retry
-    suffix on re-asks."""
-
-    def messages(self, doc, answer, attempt):
-        return grade_messages(doc, answer, retry=attempt > 0)
-
-    def temperature(self, attempt):
-        return MMVET_SETTINGS["temperature"] + RETRY_TEMPERATURE_STEP * attempt
-
-    def parse(self, text):
-        return parse_grade(text)
-
-
-PROTOCOLS = {"llava_bench": BenchProtocol(BENCH_SETTINGS["max_tokens"], BENCH_ATTEMPTS),
-             "mmvet": MMVetProtocol(MMVET_SETTINGS["max_tokens"], MAX_TRIES)}
+# What judging adds to a task's metrics besides the verdict counts and the task's own numbers.
+USAGE = ("fresh_calls", "cached", "prompt_tokens", "completion_tokens")
+JUDGE_RECORD = (*USAGE, "judge_model", "judge_provider", "runs", "cost_usd")
 
 
 class IncompleteJudging(TaskError):
     """Raised after judging when a task's missing verdicts exceed the allowed share (metrics are written)."""
+
+
+def judged_tasks(names=None) -> list[str]:
+    """The tasks among `names` (default: every registered task) that a judge grades, in order."""
+    registered = load_all()
+    wanted = registered if names is None else names
+    return [n for n in wanted if n in registered and registered[n].judge is not None]
 
 
 def read_verdicts(path: Path) -> dict:
@@ -105,52 +65,32 @@ def read_verdicts(path: Path) -> dict:
     return out
 
 
-def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClient, cache: VerdictCache,
-               allow_missing: float = 0.0, fresh: bool = False) -> dict:
-    """Judge one task of a run; `fresh` asks again for every verdict (stored and cached ones included)."""
-    if name not in PROTOCOLS:
-        raise TaskError(f"{name} is not judged (judged tasks: {', '.join(PROTOCOLS)})")
-    protocol, model = PROTOCOLS[name], config.model_for(name)
-    task, docs = run_docs(run_dir, name)
-    texts, _ = read_predictions(run_dir / name / "predictions.jsonl")
-    verdict_file = run_dir / name / "judge.jsonl"
-    stored = read_verdicts(verdict_file)
-    ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
-    jobs = [(i, r) for i, doc_id in enumerate(ids) if doc_id in texts for r in range(config.runs)
-            if fresh or (stored.get((doc_id, r)) or {}).get("status") != "ok"
-            or stored[(doc_id, r)].get("model") != model]
-    counters = {"fresh_calls": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    lock = threading.Lock()  # guards the counters and the verdict file
-    writer = Appender(verdict_file)
+@dataclass
+class _Judging:
+    """One task's judging: what every verdict request shares, and the running usage counts."""
 
-    def judge_one(job):
-        index, run = job
-        doc, doc_id = docs[index], ids[index]
-        row = {"question_id": doc_id, "run": run, "model": model, "status": "missing", "attempts": 0}
-        for attempt in range(protocol.attempts):
-            messages = protocol.messages(doc, texts[doc_id], attempt)
-            temperature = protocol.temperature(attempt)
-            key = VerdictCache.key(provider=config.provider, base_url=config.base_url, model=model,
-                                   messages=messages, temperature=temperature, max_tokens=protocol.max_tokens,
-                                   protocol=f"{name}:v{task.version}", run=run, attempt=attempt)
-            hit = cache.get(key)
+    name: str
+    task: Task
+    model: str
+    config: JudgeConfig
+    client: JudgeClient
+    cache: VerdictCache
+    writer: Appender
+    usage: dict = field(default_factory=lambda: dict.fromkeys(USAGE, 0))
+    lock: threading.Lock = field(default_factory=threading.Lock)  # guards the usage counts and the verdict file
+
+    def verdict(self, doc: dict, doc_id, answer: str, run: int) -> dict:
+        """The verdict line for one answer in one judging run, written to the verdict file before it returns:
+        the attempts of the task's protocol until a reply parses, or missing."""
+        protocol = self.task.judge
+        row = {"question_id": doc_id, "run": run, "model": self.model, "status": "missing", "attempts": 0}
+        for attempt, temperature in enumerate(protocol.temperatures):
             row["attempts"] = attempt + 1
-            if hit is None:
-                try:
-                    done = client.complete(messages, model, temperature, protocol.max_tokens)
-                except JudgeCallError as exc:
-                    row["reason"] = client.scrub(str(exc))
-                    break
-                text, p_tok, c_tok = client.scrub(done.text), done.prompt_tokens, done.completion_tokens
-                cache.put(key, text, p_tok, c_tok)
-                with lock:
-                    counters["fresh_calls"] += 1
-                    counters["prompt_tokens"] += p_tok
-                    counters["completion_tokens"] += c_tok
-            else:
-                text = hit[0]
-                with lock:
-                    counters["cached"] += 1
+            try:
+                text = self._reply(protocol.messages(doc, answer, attempt), temperature, run, attempt)
+            except JudgeCallError as exc:
+                row["reason"] = self.client.scrub(str(exc))
+                break
             parsed = protocol.parse(text)
             row["raw"] = text
             if parsed is not None:
@@ -158,19 +98,66 @@ def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClien
                 row.pop("reason", None)
                 break
             row["reason"] = "unparsable reply"
-        with lock:
-            writer.write([row])
-        return (doc_id, run), row
+        with self.lock:
+            self.writer.write([row])
+        return row
+
+    def _reply(self, messages: list[dict], temperature: float, run: int, attempt: int) -> str:
+        """The judge's reply: from the cache, or asked (and cached)."""
+        max_tokens = self.task.judge.max_tokens
+        key = VerdictCache.key(provider=self.config.provider, base_url=self.config.base_url, model=self.model,
+                               messages=messages, temperature=temperature, max_tokens=max_tokens,
+                               protocol=f"{self.name}:v{self.task.version}", run=run, attempt=attempt)
+        hit = self.cache.get(key)
+        if hit is not None:
+            with self.lock:
+                self.usage["cached"] += 1
+            return hit[0]
+        done = self.client.complete(messages, self.model, temperature, max_tokens)
+        text = self.client.scrub(done.text)
+        self.cache.put(key, text, done.prompt_tokens, done.completion_tokens)
+        with self.lock:
+            self.usage["fresh_calls"] += 1
+            self.usage["prompt_tokens"] += done.prompt_tokens
+            self.usage["completion_tokens"] += done.completion_tokens
+        return text
+
+
+def _judged_task(name: str) -> Task:
+    task = get_task(name)
+    if task.judge is None:
+        raise TaskError(f"{name} is not judged (judged tasks: {', '.join(judged_tasks())})")
+    return task
+
+
+def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClient, cache: VerdictCache,
+               allow_missing: float = 0.0, fresh: bool = False) -> dict:
+    """Judge one task of a run; `fresh` asks again for every verdict (stored and cached ones included)."""
+    _judged_task(name)
+    task, docs = run_docs(run_dir, name)
+    model = config.model_for(task)
+    texts, _ = read_predictions(run_dir / name / "predictions.jsonl")
+    verdict_file = run_dir / name / "judge.jsonl"
+    stored = read_verdicts(verdict_file)
+    ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
+    jobs = [(i, r) for i, doc_id in enumerate(ids) if doc_id in texts for r in range(config.runs)
+            if fresh or (stored.get((doc_id, r)) or {}).get("status") != "ok"
+            or stored[(doc_id, r)].get("model") != model]
+    judging = _Judging(name, task, model, config, client, cache, Appender(verdict_file))
+
+    def judge_one(job):
+        index, run = job
+        return (ids[index], run), judging.verdict(docs[index], ids[index], texts[ids[index]], run)
 
     try:
         with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
             for key, row in pool.map(judge_one, jobs):
                 stored[key] = row
     finally:
-        writer.close()
+        judging.writer.close()
     metrics = _metrics(name, task, docs, ids, texts, stored, config, model, allow_missing)
-    metrics.update(counters, judge_model=model, judge_provider=config.provider, runs=config.runs,
-                   cost_usd=config.cost(model, counters["prompt_tokens"], counters["completion_tokens"]))
+    metrics.update(judging.usage, judge_model=model, judge_provider=config.provider, runs=config.runs,
+                   cost_usd=config.cost(model, judging.usage["prompt_tokens"], judging.usage["completion_tokens"]))
     _record(run_dir, name, task, metrics)
     if metrics["status"] == "incomplete":
         raise IncompleteJudging(f"{name}: {metrics['n_missing']} of {metrics['n_expected']} verdicts missing "
@@ -179,6 +166,8 @@ def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClien
 
 
 def _metrics(name, task, docs, ids, texts, stored, config, model, allow_missing) -> dict:
+    """Verdict counts and status, then the task's own metrics (its protocol's `aggregate`) over the docs
+    every run has a verdict for; none when the missing share exceeds `allow_missing`."""
     runs = config.runs
     verdicts = {k: v for k, v in stored.items() if v.get("status") == "ok" and v.get("model") == model and k[1] < runs}
     n_expected = len(docs) * runs
@@ -194,22 +183,48 @@ def _metrics(name, task, docs, ids, texts, stored, config, model, allow_missing)
     if not complete:
         out["status"] = "incomplete"
         return out
-    if name == "llava_bench":
-        per_run = []
-        for r in range(runs):
-            by_category: dict = {}
-            for i in complete:
-                by_category.setdefault(docs[i]["category"], []).append(tuple(verdicts[(ids[i], r)]["parsed"]))
-            per_run.append(summarize(by_category))
-        out["relative_score"] = average_runs([s["all"]["relative"] for s in per_run])
-        out["runs_relative"] = [s["all"]["relative"] for s in per_run]
-        out["categories"] = {c: average_runs([s[c]["relative"] for s in per_run])
-                             for c in sorted(per_run[0]) if c not in ("all", "n_unparsed")}
-        out["per_run"] = per_run
-    else:
-        grades = [[verdicts[(ids[i], r)]["parsed"] for r in range(runs)] for i in complete]
-        out.update(aggregate_grades([docs[i] for i in complete], grades))
+    parsed = [[verdicts[(ids[i], r)]["parsed"] for r in range(runs)] for i in complete]
+    out.update(task.judge.aggregate([docs[i] for i in complete], parsed))
     return out
+
+
+def rescore_judged(run_dir: Path, name: str) -> dict:
+    """Recompute a judged task's metrics from its verdict file alone (no judge is asked), with the judge model
+    and runs its metrics.json records, and record them as judging does. The missing share accepted is the one
+    the recorded judging accepted; the recorded usage and cost are kept (they paid for these verdicts)."""
+    run_dir = Path(run_dir)
+    read_run_config(run_dir)  # not a run directory: refused before a lock file is made there
+    _judged_task(name)
+    with RunLock(run_dir):
+        recorded = _recorded_judging(run_dir, name)
+        allow_missing = 0.0
+        if recorded.get("status") == "scored_with_missing":
+            allow_missing = recorded["n_missing"] / max(1, recorded["n_expected"])
+        task, docs = run_docs(run_dir, name)
+        texts, _ = read_predictions(run_dir / name / "predictions.jsonl")
+        stored = read_verdicts(run_dir / name / "judge.jsonl")
+        ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
+        metrics = _metrics(name, task, docs, ids, texts, stored, JudgeConfig(runs=recorded["runs"]),
+                           recorded["judge_model"], allow_missing)
+        metrics.update({key: recorded.get(key) for key in JUDGE_RECORD})
+        _record(run_dir, name, task, metrics)
+    return metrics
+
+
+def _recorded_judging(run_dir: Path, name: str) -> dict:
+    """The judged metrics a task's metrics.json records; an error when it records no judging (model, runs)."""
+    entry_file = run_dir / name / "metrics.json"
+    recorded = read_json(entry_file).get("metrics") if entry_file.is_file() else None
+    counts = ("n_missing", "n_expected")
+    if not (isinstance(recorded, dict) and isinstance(recorded.get("judge_model"), str)
+            and _count(recorded.get("runs")) and all(_count(recorded.get(k), 0) for k in counts)):
+        raise TaskError(f"{name} in {run_dir} has no judged metrics to rescore (no judge model, runs and verdict "
+                        f"counts in {entry_file}); judge it with `llava-eval judge {run_dir}`")
+    return recorded
+
+
+def _count(value, least: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _record(run_dir: Path, name: str, task, metrics: dict) -> None:
@@ -238,7 +253,7 @@ def judge_run(run_dir: Path, names: list[str] | None, config: JudgeConfig, *, no
 
 def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, allow_missing: float, echo) -> dict:
     results_now = read_results(run_dir)
-    available = [n for n in results_now if n in PROTOCOLS]
+    available = judged_tasks(list(results_now))
     wanted = names or available
     unknown = [n for n in wanted if n not in available]
     if unknown:
@@ -251,7 +266,7 @@ def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, all
     if not wanted:
         return {}
     client = JudgeClient(config)
-    client.probe(config.model_for(wanted[0]))
+    client.probe(config.model_for(get_task(wanted[0])))
     cache = VerdictCache(Path(config.cache) if config.cache else run_dir / "judge-cache.sqlite", enabled=not no_cache)
     results, incomplete = {}, []
     try:
@@ -270,7 +285,7 @@ def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, all
 
 
 def format_judged(name: str, m: dict) -> str:
-    metric = "relative_score" if name == "llava_bench" else "total"
+    metric = get_task(name).primary_metric
     value = f"{m[metric]:.1f}" if metric in m else "no score (incomplete)"
     cost = f", ${m['cost_usd']:.4f}" if m.get("cost_usd") is not None else ""
     return (f"{name:18} {metric:14} {value:>22}  verdicts {m['n_verdicts']}/{m['n_expected']}, missing "

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 
 from llava_eval.engine import LlavaEngine
-from llava_eval.request import USER, GenerationSettings, Message, Request
 from llava_model.conversation import eval_messages
-from llava_model.errors import UserError
+from llava_types import USER, GenerationSettings, Message, Request, UserError
 
 QUESTIONS = [
     "What color is the circle?",

@@ -11,8 +11,8 @@ import pytest
 from llava_eval.data import load_docs
 from llava_eval.engine import LlavaEngine
 from llava_eval.fast import PrefixSharingEngine
-from llava_eval.request import USER, GenerationSettings, Message, Request
 from llava_eval.runner import build_requests
+from llava_types import USER, GenerationSettings, Message, Request
 from tasks.registry import SUITES, get_task
 
 LONG_ANSWERS = {"llava_bench": 9, "mmvet": 9}  # 1024-token caps: fewer rows keep the test short

@@ -1,14 +1,11 @@
 """The GPT judge against a real HTTP server on 127.0.0.1 speaking the chat-completions API, scripted per
-request: good verdicts, 429 with Retry-After, 500, answers slower than the timeout, malformed verdicts."""
+request (tests/llava_eval/judge_server.py): good verdicts, 429 with Retry-After, 500, answers slower than the
+timeout, malformed verdicts."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
@@ -16,97 +13,16 @@ from click.testing import CliRunner
 from llava_eval.cli import main
 from llava_eval.runner import run
 from tasks.mmvet import RETRY_SUFFIX
+from tests.llava_eval.judge_server import Script, serve
 
 KEY = "sk-test-0123456789abcdefSECRET"
 TASKS = ["llava_bench", "mmvet"]
 
 
-def verdict_for(body: dict) -> str:
-    """The good verdict for a request: a function of its content (without MM-Vet's retry suffix)."""
-    content = body["messages"][-1]["content"].removesuffix(RETRY_SUFFIX)
-    h = int(hashlib.sha256(content.encode()).hexdigest(), 16)
-    if body["max_tokens"] == 3:  # MM-Vet grader
-        return ("0.0", "0.5", "1.0", "0.3")[h % 4]
-    return f"{6 + h % 3} {3 + h % 7}\nAssistant 2 is judged against Assistant 1."
-
-
-# HTTP 200 bodies that are no chat completion (or one with junk token counts, "bad-usage", still a verdict).
-MALFORMED = {"notjson": b"<html>upstream busy</html>", "empty": b"{}", "choices-str": b'{"choices": "x"}',
-             "list": b"[1]",
-             "content-int": b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": 5}}]}'}
-
-
-class Script:
-    """What the server does with the n-th request carrying a given content: a list of actions, the last
-    one repeated. Actions: "ok", "429", "500", "slow", "bad" (malformed verdict), "401", "404", a key of
-    MALFORMED (that body with status 200) and "bad-usage" (a good verdict with junk token counts)."""
-
-    def __init__(self, plan=("ok",), default=None):
-        self.plan, self.default = list(plan), default
-        self.seen: dict[str, int] = {}
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-
-    def action(self, body) -> str:
-        content = body["messages"][-1]["content"]
-        if content == "ping":
-            return self.default or "ok"
-        key = content.removesuffix(RETRY_SUFFIX)
-        with self.lock:
-            n = self.seen.get(key, 0)
-            self.seen[key] = n + 1
-        return self.plan[min(n, len(self.plan) - 1)]
-
-
 @pytest.fixture
 def server():
-    state = {"script": Script()}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            script = state["script"]
-            with script.lock:
-                script.requests.append({"auth": self.headers.get("Authorization"), "body": body})
-            action = script.action(body)
-            if action == "slow":
-                time.sleep(1.0)
-                action = "ok"
-            if action in ("429", "500", "401", "404"):
-                payload = json.dumps({"error": {"message": f"scripted {action}", "type": "x"}}).encode()
-                self.send_response(int(action))
-                if action == "429":
-                    self.send_header("retry-after-ms", "20")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                return
-            text = "Sorry, I cannot." if action == "bad" else verdict_for(body)
-            usage = {"prompt_tokens": "many", "completion_tokens": -1} if action == "bad-usage" else {
-                "prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
-            payload = MALFORMED.get(action) or json.dumps({
-                "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": usage}).encode()
-            try:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up waiting (timeout test)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    yield state
-    httpd.shutdown()
+    with serve() as state:
+        yield state
 
 
 class Echo:
@@ -454,3 +370,61 @@ def test_a_judge_that_never_sends_a_completion_leaves_verdicts_missing(server, r
     mm = [json.loads(x) for x in (run_dir / "mmvet" / "judge.jsonl").read_text().splitlines()]
     assert len(mm) == 18 and all(v["status"] == "missing" and "malformed" in v["reason"] for v in mm)
     assert metrics(run_dir, "mmvet")["status"] == "incomplete" and "total" not in metrics(run_dir, "mmvet")
+
+
+# ---- rescoring from the verdict file alone -------------------------------------------------------------------
+def forbid_judge_client(monkeypatch):
+    """From here on, making a judge client fails, and there is no key."""
+    from llava_eval.judge import run as judge_run_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("rescoring made a judge client")
+
+    monkeypatch.setattr(judge_run_module, "JudgeClient", refuse)
+    monkeypatch.delenv("JUDGE_TEST_KEY")
+
+
+def test_rescore_recomputes_the_judged_metrics_without_a_request(server, run_dir, monkeypatch):
+    from llava_eval.judge.run import rescore_judged
+
+    assert judge(run_dir, server["url"]).exit_code == 0
+    judged, n_requests = entries(run_dir), len(server["script"].requests)
+    for task in TASKS:  # the numbers are damaged in the task's file, and gone from results.json
+        entry = json.loads((run_dir / task / "metrics.json").read_text())
+        entry["metrics"].update({"n_verdicts": 0, "status": "incomplete", "runs_relative": [1.0], "total": -5.0})
+        (run_dir / task / "metrics.json").write_text(json.dumps(entry))
+    (run_dir / "results.json").write_text(json.dumps({"mmvet": {"metrics": {}}}))
+    forbid_judge_client(monkeypatch)
+    for task in TASKS:
+        assert rescore_judged(run_dir, task) == judged[task]["metrics"]
+    assert entries(run_dir) == judged
+    for task in TASKS:
+        assert json.loads((run_dir / task / "metrics.json").read_text()) == judged[task]
+    assert len(server["script"].requests) == n_requests
+
+
+def test_rescore_keeps_the_missing_share_judging_accepted(server, run_dir, monkeypatch):
+    from llava_eval.judge.run import rescore_judged
+
+    class OneDocFails(Script):
+        def action(self, body):
+            return "500" if "An answer to v1_1." in body["messages"][-1]["content"] else "ok"
+
+    server["script"] = OneDocFails()
+    result = judge(run_dir, server["url"], "--retries", "0", "--tasks", "mmvet", "--allow-missing", "0.2")
+    assert result.exit_code == 0, result.output
+    judged = metrics(run_dir, "mmvet")
+    assert judged["status"] == "scored_with_missing" and judged["n_missing"] == 3
+    forbid_judge_client(monkeypatch)
+    assert rescore_judged(run_dir, "mmvet") == judged
+
+
+def test_rescore_refuses_a_task_never_judged(run_dir, monkeypatch):
+    from llava_eval.judge.run import rescore_judged
+    from tasks.base import TaskError
+
+    forbid_judge_client(monkeypatch)
+    with pytest.raises(TaskError, match="no judged metrics to rescore.*llava-eval judge"):
+        rescore_judged(run_dir, "mmvet")
+    with pytest.raises(TaskError, match="pope is not judged"):
+        rescore_judged(run_dir, "pope")

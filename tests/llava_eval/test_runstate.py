@@ -140,8 +140,8 @@ def test_metrics_carry_a_seeded_interval_around_the_point(tmp_path):
 
 
 def test_generation_settings_fingerprint_differs_with_cap():
-    from llava_eval.request import GenerationSettings
     from llava_eval.runstate import settings_fingerprint
+    from llava_types import GenerationSettings
 
     base = GenerationSettings(max_new_tokens=128)
     assert settings_fingerprint(base) != settings_fingerprint(replace(base, max_new_tokens=1024))

@@ -11,19 +11,16 @@ import dataclasses
 import pytest
 
 from llava_model.conversation import (
-    ASSISTANT,
-    IMAGE_PLACEHOLDER,
     LLAVA_V1,
     PLAIN,
     TEMPLATES,
-    USER,
     VICUNA_V1,
-    Message,
     eval_messages,
     get_template,
     move_image_to_front,
     render,
 )
+from llava_types import ASSISTANT, IMAGE_PLACEHOLDER, USER, Message
 
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "

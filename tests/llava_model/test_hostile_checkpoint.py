@@ -334,7 +334,7 @@ def test_corrupt_stage1_weights_are_one_error(tiny_bundle, tmp_path, name, data)
 
 
 def test_training_llm_directory_without_a_tower_is_one_error(tmp_path):
-    from llava_model.errors import UserError
+    from llava_types import UserError
     from train.trainer import _from_llm_and_tower
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))

@@ -9,11 +9,11 @@ import torch
 from torch.testing import assert_close
 
 from llava_model.conversation import VICUNA_V1, eval_messages, render
-from llava_model.errors import UserError
 from llava_model.model import embed_inputs, image_features
 from llava_model.preprocess import preprocess
 from llava_model.presets import PRESETS, get_preset, image_seq_length, llava_config
 from llava_model.tokenization import tokenize_prompt
+from llava_types import UserError
 
 
 @pytest.fixture(scope="module")

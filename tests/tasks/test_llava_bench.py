@@ -161,6 +161,20 @@ def test_summarize_reviews_by_category():
     assert task.review_messages(docs[0], "a") == review_messages(docs[0], "a")
 
 
+def test_judge_protocol():
+    """Reference: eval_gpt_review_bench.py: gpt-4-0314 (protocol 3.10), temperature 0.2, max_tokens 1024, the same
+    review request on every attempt; up to 3 attempts when a review does not parse (docs/deviations.md)."""
+    protocol = get_task("llava_bench").judge
+    assert (protocol.model, protocol.max_tokens, protocol.temperatures) == ("gpt-4-0314", 1024, (0.2, 0.2, 0.2))
+    assert protocol.attempts == 3
+    assert all(protocol.messages(doc(), "a", attempt) == review_messages(doc(), "a") for attempt in range(3))
+    assert protocol.parse("8 6.5\nBoth fine.") == [8.0, 6.5] and protocol.parse("8, 6\n") is None
+    # verdicts[i][r]: two runs over a conv and a detail question; each run summarised, then the runs averaged
+    metrics = protocol.aggregate([doc(0), doc(1, "detail")], [[[8, 6], [8, 8]], [[10, 5], [10, 10]]])
+    assert metrics["runs_relative"] == [61.1, 100.0] and metrics["relative_score"] == round((61.1 + 100.0) / 2, 1)
+    assert metrics["categories"] == {"conv": 87.5, "detail": 75.0} and len(metrics["per_run"]) == 2
+
+
 def test_synthetic_docs():
     task = get_task("llava_bench")
     docs = task.synthetic_docs(7, seed=3)

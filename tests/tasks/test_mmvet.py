@@ -146,6 +146,20 @@ def test_score_needs_judge():
     assert all(it.score is None for it in items) and not task.scored_locally and task.needs_judge
 
 
+def test_judge_protocol():
+    """Reference: mm-vet_evaluator.py: temperature 0 raised by 0.5 per unparsable grade, the retry suffix on every
+    re-ask, max_tokens 3, 5 tries; the dated gpt-4-0613 by default (docs/deviations.md)."""
+    protocol = get_task("mmvet").judge
+    assert (protocol.model, protocol.max_tokens, protocol.attempts) == ("gpt-4-0613", 3, 5)
+    assert protocol.temperatures == (0.0, 0.5, 1.0, 1.5, 2.0)
+    assert protocol.messages(doc(), "x = 3", 0) == grade_messages(doc(), "x = 3")
+    assert protocol.messages(doc(), "x = 3", 2) == grade_messages(doc(), "x = 3", retry=True)
+    assert protocol.parse("0.5\n") == 0.5 and protocol.parse(" 0.5") is None
+    docs = five_docs()
+    grades = [[1.0, 0.5], [0.0, 0.0], [0.5, 0.5], [1.0, 1.0], [0.0, 1.0]]
+    assert protocol.aggregate(docs, grades) == aggregate_grades(docs, grades)
+
+
 def test_submission_json():
     task = get_task("mmvet")
     docs = [doc("v1_0"), doc("v1_10"), doc("v1_2")]

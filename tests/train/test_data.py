@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from llava_model.errors import UserError
+from llava_types import UserError
 from train.data import (
     DataError,
     Sample,

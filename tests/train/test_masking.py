@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from llava_model.conversation import PLAIN, VICUNA_V1, Message, render
+from llava_model.conversation import PLAIN, VICUNA_V1, render
 from llava_model.tiny_tokenizer import _corpus, llama_tokenizer_from_spm, train_sentencepiece
+from llava_types import Message
 from train.masking import IGNORE_INDEX, encode_plain, encode_v1, prepare_turns, round_correction
 
 IMG = 9999

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from llava_model.errors import UserError
+from llava_types import UserError
 from train.recipes import (
     RECIPE_DIR,
     LoraSpec,

@@ -37,9 +37,9 @@ def test_stage1_writes_only_trainable_weights(stage1):
 
 def test_stage2_loss_falls_and_result_loads_in_the_harness(stage1, tmp_path):
     from llava_eval.engine import LlavaEngine
-    from llava_eval.request import GenerationSettings, Request
     from llava_model.checkpoint import load_bundle
     from llava_model.conversation import eval_messages
+    from llava_types import GenerationSettings, Request
 
     out = tmp_path / "stage2"
     result = run_stage(small(2, learning_rate=3e-3, data_path="synthetic:stage2:16"), out, init_from=stage1,
