@@ -24,8 +24,12 @@ from .registry import register_task
 JUDGE_MODEL = "gpt-4-0613"
 JUDGE_TEMPERATURE = 0.0
 JUDGE_MAX_TOKENS = 3
-RETRY_TEMPERATURE_STEP = 0.5  # Reference: mm-vet_evaluator.py: +0.5 per failed parse; after 5 tries score 0.0
-MAX_TRIES = 5
+# Reference: mm-vet_evaluator.py grading loop. The first call asks at temperature 0.0 without the retry suffix;
+# each unparsable reply is re-asked WITH the suffix at the current temperature, which is raised by 0.5 only after
+# that call: 0.0, 0.5, 1.0, 1.5. The evaluator's sixth call (at 2.0) is made but its reply discarded (score 0.0),
+# so it is not made here; a grade still unparsable after the five is missing (docs/deviations.md rows 69, 72).
+RETRY_TEMPERATURES = (0.0, 0.0, 0.5, 1.0, 1.5)
+MAX_TRIES = len(RETRY_TEMPERATURES)
 # Reference: the capability columns of the evaluator's cap-score CSV (counter.most_common order on MM-Vet v1).
 CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
 # Reference: mm-vet_evaluator.py module constant `prompt` (unchanged from 97de1c0, Aug 2023, to acde843),
@@ -194,7 +198,7 @@ class MMVet(Task):
     scored_locally = False
     judge = JudgeProtocol(messages=grade_request, parse=parse_grade, aggregate=aggregate_grades, model=JUDGE_MODEL,
                           max_tokens=JUDGE_MAX_TOKENS,
-                          temperatures=tuple(JUDGE_TEMPERATURE + RETRY_TEMPERATURE_STEP * i for i in range(MAX_TRIES)))
+                          temperatures=RETRY_TEMPERATURES)
 
     def prompt(self, doc: dict) -> str:
         # Reference: llava-mm-vet.jsonl `text` = the bare MM-Vet question (paper Table 9: no format prompt).

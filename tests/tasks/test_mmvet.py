@@ -147,12 +147,14 @@ def test_score_needs_judge():
 
 
 def test_judge_protocol():
-    """Reference: mm-vet_evaluator.py: temperature 0 raised by 0.5 per unparsable grade, the retry suffix on every
-    re-ask, max_tokens 3, 5 tries; the dated gpt-4-0613 by default (docs/deviations.md)."""
+    """Reference: mm-vet_evaluator.py: the first ask at temperature 0.0 without the suffix, then re-asks with the
+    retry suffix at 0.0, 0.5, 1.0, 1.5 (the temperature is raised after each re-ask; the sixth call's reply is
+    discarded), max_tokens 3; the dated gpt-4-0613 by default (docs/deviations.md)."""
     protocol = get_task("mmvet").judge
     assert (protocol.model, protocol.max_tokens, protocol.attempts) == ("gpt-4-0613", 3, 5)
-    assert protocol.temperatures == (0.0, 0.5, 1.0, 1.5, 2.0)
+    assert protocol.temperatures == (0.0, 0.0, 0.5, 1.0, 1.5)
     assert protocol.messages(doc(), "x = 3", 0) == grade_messages(doc(), "x = 3")
+    assert protocol.messages(doc(), "x = 3", 1) == grade_messages(doc(), "x = 3", retry=True)
     assert protocol.messages(doc(), "x = 3", 2) == grade_messages(doc(), "x = 3", retry=True)
     assert protocol.parse("0.5\n") == 0.5 and protocol.parse(" 0.5") is None
     docs = five_docs()
