@@ -2,7 +2,8 @@
 
 `normalize_answer` is `EvalAIAnswerProcessor.__call__` (used on predictions by the VQAv2 and VizWiz upload
 converters, and on predictions and ground truth by TextVQA); `answer_scores` / `vqa_accuracy` are
-`TextVQAAccuracyEvaluator` (leave-one-annotator-out soft accuracy). Quirks are kept, see the comments.
+`TextVQAAccuracyEvaluator` (leave-one-annotator-out soft accuracy), TextVQA's scorer only: VQAv2 and VizWiz are
+scored by their servers' evaluators (`tasks.official_vqa_eval`). Quirks are kept, see the comments.
 Reference: haotian-liu/LLaVA `llava/eval/m4c_evaluator.py` (from mmf/pythia `processors.py`); protocol 3.13.
 """
 
@@ -69,11 +70,12 @@ def _tokenize(text: str) -> str:
     return text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
 
 
-def process_punctuation(text: str) -> str:
+def process_punctuation(text: str, digit_comma: re.Pattern = _DIGIT_COMMA_DIGIT) -> str:
     """Reference: `process_punctuation`. A mark is deleted when the ORIGINAL text has it next to a space (on
-    either side) or has a digit-comma-digit run anywhere; otherwise it becomes a space. Then periods go."""
+    either side) or has a `digit_comma` match anywhere; otherwise it becomes a space. Then periods go.
+    (`tasks.official_vqa_eval` passes vqaEval.py's own digit-comma rule.)"""
     out = text
-    has_digit_comma = _DIGIT_COMMA_DIGIT.search(text) is not None
+    has_digit_comma = digit_comma.search(text) is not None
     for mark in PUNCTUATION:
         if mark + " " in text or " " + mark in text or has_digit_comma:
             out = out.replace(mark, "")
@@ -82,13 +84,13 @@ def process_punctuation(text: str) -> str:
     return _PERIOD.sub("", out, count=PERIOD_LIMIT)
 
 
-def process_digit_article(text: str) -> str:
+def process_digit_article(text: str, contractions: dict[str, str] = CONTRACTIONS) -> str:
     """Reference: `process_digit_article`: split on whitespace, number words -> digits, drop articles, then
-    contractions, joined by single spaces. (The original's `setdefault` grows NUMBER_MAP with every word it
+    `contractions`, joined by single spaces. (The original's `setdefault` grows NUMBER_MAP with every word it
     sees, mapped to itself; that changes no result.)"""
     words = [NUMBER_WORDS.get(word, word) for word in text.lower().split()]
     words = [word for word in words if word not in ARTICLES]
-    return " ".join(CONTRACTIONS.get(word, word) for word in words)
+    return " ".join(contractions.get(word, word) for word in words)
 
 
 def normalize_answer(text: str) -> str:

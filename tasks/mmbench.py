@@ -1,4 +1,5 @@
-"""MMBench and MMBench-CN, dev (scored here) and test (OpenCompass server), one inference per TSV row.
+"""MMBench and MMBench-CN, dev and test, one inference per TSV row. Dev is scored here; so is test when its rows
+carry the (now public) answers, otherwise it is left to the OpenCompass submission file.
 
 Doc id: the `index` column; the circular copies of a question carry index + k * 1,000,000. Metric: CircularEval
 accuracy over base questions (primary), per-row accuracy and per-category circular accuracy, with a fixed
@@ -273,22 +274,39 @@ class MMBenchCnDev(MMBench):
     tsv_names = ("mmbench_dev_cn_20231003.tsv",)
 
 
+def carries_answers(docs: list[dict]) -> bool:
+    """Whether every row has an answer (test TSVs without the public answers have none)."""
+    return bool(docs) and not any(is_missing(doc.get("answer")) for doc in docs)
+
+
+class MMBenchTest(MMBench):
+    """The test splits. OpenCompass's evaluation server has closed and the test answers are public: rows that
+    carry them are scored here exactly as dev (CircularEval), and `submission` still writes the upload file;
+    rows without answers are left to the server, as before. Whether the last scoring was local is recorded on
+    the instance (`scored_locally`), which is what the run directory reports."""
+
+    scoring_version = 2  # 2: scored locally when the rows carry answers
+    schema = {**MMBench.schema, "answer": "str?"}
+    scored_locally = False  # until rows that carry answers are scored
+
+    def score(self, docs: list[dict], predictions: dict) -> tuple[dict, list[Item]]:
+        metrics, items = super().score(docs, predictions)
+        self.scored_locally = carries_answers(docs)
+        return metrics, items
+
+
 @register_task("mmbench_en_test")
-class MMBenchEnTest(MMBench):
-    title = "MMBench (EN, test, OpenCompass server)"
+class MMBenchEnTest(MMBenchTest):
+    title = "MMBench (EN, test; scored here when the rows carry answers)"
     hub = _hub("en", "test")
     split = "test 20230712 (6,718 rows)"
-    schema = {**MMBench.schema, "answer": "str?"}
-    scored_locally = False
     tsv_names = ("mmbench_test_20230712.tsv", "mmbench_test_en_20231003.tsv")
 
 
 @register_task("mmbench_cn_test")
-class MMBenchCnTest(MMBench):
+class MMBenchCnTest(MMBenchTest):
     lang = "cn"
-    title = "MMBench-CN (test, OpenCompass server)"
+    title = "MMBench-CN (test; scored here when the rows carry answers)"
     hub = _hub("cn", "test")
     split = "test 20231003 (CN)"
-    schema = {**MMBench.schema, "answer": "str?"}
-    scored_locally = False
     tsv_names = ("mmbench_test_cn_20231003.tsv",)

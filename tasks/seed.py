@@ -53,8 +53,10 @@ class SeedBench(Task):
     hub = HubSource("lmms-lab/SEED-Bench", split="test", moved_to="lmms-lab-encoder/SEED-Bench")
     doc_id_column = "question_id"
     doc_id_rule = "the `question_id` column"
+    # The frames may be absent: scoring and submissions never read them, and a row that reaches generation
+    # without one is that row's error (`image_values`), as for every other task.
     schema = {"question_id": "id", "question": "str", "choice_a": "str", "choice_b": "str", "choice_c": "str",
-              "choice_d": "str", "answer": "str", "data_type": "str", "question_type_id": "any?", "image": "images"}
+              "choice_d": "str", "answer": "str", "data_type": "str", "question_type_id": "any?", "image": "images?"}
     max_new_tokens = 128  # Reference: model_vqa_loader.py default, seed.sh passes none
     metrics = ("accuracy", "accuracy_image", "accuracy_video")
     primary_metric = "accuracy"

@@ -1,9 +1,10 @@
 """VizWiz-VQA: val (scored here) and test (the paper's split, scored by the EvalAI server, challenge 2185).
 
 Doc id: the `question_id` column, the image file's stem ("VizWiz_test_00000000"). Metric: VQA accuracy of the
-EvalAI-normalised prediction against the 10 annotator answers (`tasks.evalai`), overall and per answer type.
+answer LLaVA uploads (the EvalAI-normalised prediction) as the server's VizWiz-VQA `vqaEval.py` computes it
+against the 10 annotator answers as stored (`tasks.official_vqa_eval`), overall and per answer type.
 Reference: `scripts/v1_5/eval/vizwiz.sh`, `scripts/convert_vizwiz_for_submission.py`,
-`playground/data/eval/vizwiz/llava_test.jsonl` (eval.zip); protocol 3.3 and 3.13.
+`playground/data/eval/vizwiz/llava_test.jsonl` (eval.zip), the VizWiz-VQA API; protocol 3.3 and 3.13.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import random
 from pathlib import Path
 
 from .base import HubSource, Item, TaskError, read_json, require
-from .evalai import best_answer, normalize_answer
+from .evalai import normalize_answer
+from .official_vqa_eval import vizwiz_accuracy
 from .registry import register_task
 from .vqav2 import (
     QUESTION_KINDS,
@@ -21,6 +23,7 @@ from .vqav2 import (
     VQAAccuracyTask,
     accuracy_by,
     annotator_answers,
+    best_scoring,
     gt_answers,
     mean_accuracy,
     question_lines,
@@ -46,7 +49,8 @@ def image_file(doc: dict) -> str:
 
 class VizWiz(VQAAccuracyTask):
     version = 1
-    reference = "scripts/v1_5/eval/vizwiz.sh, scripts/convert_vizwiz_for_submission.py, llava/eval/m4c_evaluator.py"
+    scoring_version = 2  # 2: the VizWiz-VQA evaluator instead of m4c (the prompt and answers are unchanged)
+    reference = "scripts/v1_5/eval/vizwiz.sh, scripts/convert_vizwiz_for_submission.py, VizWiz-VQA API vqaEval.py"
     hub_split = ""  # "val" or "test": the file-name infix of VizWiz images
     doc_id_column = "question_id"
     doc_id_rule = "the `question_id` column (the image file name without .jpg, e.g. VizWiz_test_00000000)"
@@ -60,8 +64,13 @@ class VizWiz(VQAAccuracyTask):
         # after the first character ("... i need to find out ..."), and trailing spaces are kept.
         return doc["question"].capitalize() + SUFFIX
 
+    def score_item(self, parsed: str, doc: dict) -> float | None:
+        """Reference: the VizWiz-VQA evaluator on the uploaded answer; None when the row has no answers (test)."""
+        answers = gt_answers(doc)
+        return vizwiz_accuracy(parsed, answers) if answers else None
+
     def gold_text(self, doc: dict) -> str:
-        return best_answer(gt_answers(doc)) or "Unanswerable"
+        return best_scoring(self, doc, gt_answers(doc)) or "Unanswerable"
 
     def aggregate(self, docs: list[dict], items: list[Item]) -> dict:
         return {"accuracy": mean_accuracy(items), "categories": accuracy_by(docs, items, "category")}

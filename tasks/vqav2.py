@@ -1,9 +1,10 @@
 """VQAv2: val (scored here) and test-dev (the paper's split, scored by the EvalAI server, challenge 830).
 
-Doc id: the `question_id` column (int). Metric: VQA accuracy (EvalAI-normalised prediction against the 10
-annotator answers, leave-one-out soft score, `tasks.evalai`), overall and per answer type.
-Reference: `scripts/v1_5/eval/vqav2.sh`, `scripts/convert_vqav2_for_submission.py`, `llava/eval/m4c_evaluator.py`;
-protocol 3.1 and 3.13. This module also holds the helpers the other VQA-style tasks share.
+Doc id: the `question_id` column (int). Metric: VQA accuracy of the answer LLaVA uploads (the EvalAI-normalised
+prediction) as the server's GT-Vision-Lab `vqaEval.py` computes it (`tasks.official_vqa_eval`), overall and per
+answer type. Reference: `scripts/v1_5/eval/vqav2.sh`, `scripts/convert_vqav2_for_submission.py`,
+GT-Vision-Lab/VQA `vqaEval.py`; protocol 3.1 and 3.13. This module also holds the helpers the other VQA-style
+tasks share.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
-from .base import HubSource, Item, Task, TaskError, read_jsonl
-from .evalai import NUMBER_WORDS, answer_scores, best_answer, normalize_answer, vqa_accuracy
+from .base import HubSource, Item, Task, TaskError, read_jsonl, shown
+from .evalai import NUMBER_WORDS, answer_scores, normalize_answer
+from .official_vqa_eval import vqav2_accuracy
 from .registry import register_task
 
 # Reference: docs/Evaluation.md "Short-answer" format, paper Table 9; llava_*_test-dev2015.jsonl prompts.
@@ -27,15 +29,31 @@ QUESTION_FIELDS = {"question_id": (str, int), "text": str, "image": str}
 
 
 # ---- helpers shared by the VQA-style tasks ---------------------------------------------------------------
+def answer_records(doc: dict) -> list:
+    """The row's `answers` as stored ([] when absent): VQAv2 rows hold {'answer': ...} dicts, VizWiz/TextVQA
+    plain strings. Anything else is an error naming the row (the schema only checks that the column exists)."""
+    answers = doc.get("answers") or []
+    if not isinstance(answers, (list, tuple)) or not all(
+            isinstance(a, str) or (isinstance(a, dict) and isinstance(a.get("answer"), str)) for a in answers):
+        raise TaskError(f"row {doc.get('question_id')!r}: 'answers' should be a list of strings or of "
+                        f"{{'answer': string}} objects, not {shown(answers)}")
+    return list(answers)
+
+
 def gt_answers(doc: dict) -> list[str]:
-    """The annotators' answers as strings: VQAv2 rows hold {'answer': ...} dicts, VizWiz/TextVQA plain strings."""
-    return [a["answer"] if isinstance(a, dict) else a for a in doc.get("answers") or []]
+    """The annotators' answers as strings."""
+    return [a["answer"] if isinstance(a, dict) else a for a in answer_records(doc)]
 
 
 def vqa_score(parsed: str, doc: dict) -> float | None:
-    """Score of an already normalised prediction; None when the row has no answers (test splits)."""
+    """m4c score of an already normalised prediction; None when the row has no answers (test splits)."""
     answers = gt_answers(doc)
     return answer_scores(answers).get(parsed, 0.0) if answers else None
+
+
+def best_scoring(task: Task, doc: dict, candidates: list[str]) -> str | None:
+    """The first candidate whose upload scores highest under the task's own scorer; None without candidates."""
+    return max(candidates, key=lambda text: task.score_item(task.parse(text, doc), doc) or 0.0, default=None)
 
 
 def require_image(task: Task, doc: dict) -> list:
@@ -47,8 +65,9 @@ def require_image(task: Task, doc: dict) -> list:
 
 
 class VQAAccuracyTask(Task):
-    """The VQA-accuracy tasks (VQAv2, VizWiz, TextVQA): one image per row, EvalAI-normalised predictions
-    scored against the annotators' answers. Reference: llava/eval/m4c_evaluator.py."""
+    """The VQA-accuracy tasks (VQAv2, VizWiz, TextVQA): one image per row, EvalAI-normalised predictions scored
+    against the annotators' answers, by default as LLaVA's TextVQA scorer does (m4c: the answers normalised
+    too). VQAv2 and VizWiz override the score with their servers' evaluators. Reference: m4c_evaluator.py."""
 
     def image_values(self, doc: dict) -> list:
         return require_image(self, doc)
@@ -127,7 +146,9 @@ def question_lines(path: Path, suffix: str, task: str) -> list[dict]:
 # ---- VQAv2 ---------------------------------------------------------------------------------------------
 class VQAv2(VQAAccuracyTask):
     version = 1
-    reference = "scripts/v1_5/eval/vqav2.sh, scripts/convert_vqav2_for_submission.py, llava/eval/m4c_evaluator.py"
+    scoring_version = 2  # 2: the official vqaEval.py instead of m4c (the prompt and answers are unchanged)
+    reference = ("scripts/v1_5/eval/vqav2.sh, scripts/convert_vqav2_for_submission.py, "
+                 "GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py")
     doc_id_column = "question_id"
     doc_id_rule = "the `question_id` column (int)"
     schema = {"question_id": "id", "question": "str", "answers": "any", "image_id": "int?",
@@ -140,13 +161,15 @@ class VQAv2(VQAAccuracyTask):
         # Reference: the question file holds the COCO question unchanged (no capitalize, unlike VizWiz/TextVQA).
         return doc["question"] + SHORT_ANSWER
 
+    def score_item(self, parsed: str, doc: dict) -> float | None:
+        """Reference: vqaEval.py on the uploaded answer; None when the row has no answers (test-dev)."""
+        answers = answer_records(doc)
+        return vqav2_accuracy(parsed, answers) if answers else None
+
     def gold_text(self, doc: dict) -> str:
         """The consensus `multiple_choice_answer` when it scores best, else the best-scoring annotator answer."""
-        answers, consensus = gt_answers(doc), doc.get("multiple_choice_answer")
-        best = best_answer(answers)
-        if consensus and best is not None and vqa_accuracy(consensus, answers) == vqa_accuracy(best, answers):
-            return consensus
-        return best or consensus or ""
+        consensus = doc.get("multiple_choice_answer")
+        return best_scoring(self, doc, ([consensus] if consensus else []) + gt_answers(doc)) or ""
 
     def aggregate(self, docs: list[dict], items: list[Item]) -> dict:
         return {"accuracy": mean_accuracy(items), "answer_types": accuracy_by(docs, items, "answer_type")}

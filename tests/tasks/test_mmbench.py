@@ -1,6 +1,7 @@
 """MMBench / MMBench-CN: prompt bytes of model_vqa_mmbench.py (hint rule, stop at the first absent option,
-EN/CN instruction), rule-based letter extraction, CircularEval aggregation, the original TSV layout and the
-OpenCompass .xlsx. Golden rows are real dev rows (indices 431 and 459 of mmbench_dev_20230712.tsv)."""
+EN/CN instruction), rule-based letter extraction, CircularEval aggregation, the test splits (scored here when
+their rows carry the public answers), the original TSV layout and the OpenCompass .xlsx. Golden rows are real
+dev rows (indices 431 and 459 of mmbench_dev_20230712.tsv)."""
 
 from __future__ import annotations
 
@@ -154,6 +155,38 @@ def test_test_split_not_scored_locally():
     assert not task.scored_locally and get_task("mmbench_cn_dev").scored_locally
     metrics, _ = task.score([row(1, answer=None), row(1000001, answer="nan")], {1: "A"})
     assert math.isnan(metrics["accuracy"]) and metrics["n_missing"] == 1
+
+
+@pytest.mark.parametrize("name", ["mmbench_en_test", "mmbench_cn_test"])
+def test_test_split_with_public_answers_is_scored_locally(name):
+    # The server has closed and the test answers are public: CircularEval as on dev. Question 1 is right in
+    # both rows, question 2 in one of two -> accuracy 50, per row 3/4 -> 75.
+    from llava_eval.stats import bootstrap_ci
+
+    task = get_task(name)
+    docs = [row(1, answer="A"), row(1000001, answer="B", A="two", B="one"), row(2, answer="B"),
+            row(1000002, answer="A", A="two", B="one")]
+    metrics, items = task.score(docs, {1: "A", 1000001: "B", 2: "B", 1000002: "B"})
+    assert metrics["accuracy"] == 50.0 and metrics["accuracy_vanilla"] == 75.0 and metrics["n_questions"] == 2
+    assert task.scored_locally and task.scoring_version == 2
+    assert bootstrap_ci(task, docs, items, point=metrics["accuracy"]) is not None
+    _, content = task.submission(docs, {1: "A", 1000001: "B", 2: "B", 1000002: "B"})  # the upload file still
+    df = pd.read_excel(io.BytesIO(content))
+    assert df["prediction"].tolist() == ["A", "B", "B", "B"] and df["answer"].tolist() == ["A", "B", "B", "A"]
+
+
+def test_test_split_without_answers_stays_with_the_server():
+    from llava_eval.stats import bootstrap_ci
+
+    task = get_task("mmbench_en_test")
+    docs = [row(1, answer=None), row(1000001, answer="nan", A="two", B="one")]
+    metrics, items = task.score(docs, {1: "A", 1000001: "B"})
+    assert math.isnan(metrics["accuracy"]) and not task.scored_locally
+    assert bootstrap_ci(task, docs, items) is None
+    task.score([row(1, answer="A")], {1: "A"})
+    assert task.scored_locally
+    task.score(docs + [row(3, answer="A")], {1: "A"})  # some rows without answers: not a local score
+    assert not task.scored_locally
 
 
 def test_registered_variants():

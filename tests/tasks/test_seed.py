@@ -1,6 +1,7 @@
 """SEED-Bench: the llava-seed-bench.jsonl prompt bytes, exact-match scoring of convert_seed_for_submission.py
 (no normalisation at all), per-type and image/video micro averages, the middle-frame rule for video rows,
-the image/video/all row selection, the original layout and the leaderboard JSONL."""
+the image/video/all row selection, scoring rows without image columns, the original layout and the leaderboard
+JSONL."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 import math
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llava_eval.cli import main
 from llava_eval.data import Docs, check_schema
 from tasks.base import TaskError
 from tasks.registry import get_task
@@ -122,6 +125,30 @@ def test_missing_column_fails_schema():
     del doc["choice_c"]
     with pytest.raises(TaskError, match="'choice_c'"):
         check_schema(get_task("seed_image"), Docs([doc], "test"))
+
+
+@pytest.mark.parametrize("name,answered,expected", [("seed_image", ("1", "2"), 50.0),
+                                                     ("seed_all", ("1", "2", "3"), 100 / 3)])
+def test_score_rows_without_image_columns(tmp_path, name, answered, expected):
+    # `llava-eval score` never needs the images: rows with no `image` column score as for every other task.
+    rows = [{k: v for k, v in row(qid, answer, data_type).items() if k != "image"}
+            for qid, answer, data_type in (("1", "A", "image"), ("2", "B", "image"), ("3", "C", "video"))]
+    texts = {"1": "A", "2": "A", "3": "D"}
+    data, answers = tmp_path / "rows.jsonl", tmp_path / "answers.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers.write_text("".join(json.dumps({"question_id": q, "text": texts[q]}) + "\n" for q in answered))
+    result = CliRunner().invoke(main, ["score", "--task", name, "--data", str(data), "--predictions", str(answers)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["accuracy"] == pytest.approx(expected) and metrics["n_missing"] == 0
+
+
+def test_row_without_frames_is_an_error_at_generation_only():
+    task = get_task("seed_image")
+    doc = {k: v for k, v in row("9").items() if k != "image"}
+    check_schema(task, Docs([doc], "test"))
+    with pytest.raises(TaskError, match="'9'.*no image"):
+        task.image_values(doc)
 
 
 def test_llava_layout(tmp_path):

@@ -1,5 +1,6 @@
 """VizWiz-VQA: the llava_test.jsonl prompt bytes (question.capitalize(), trailing spaces kept, the
-'Unanswerable' instruction), VQA accuracy with unanswerable questions, per-category accuracy, the original
+'Unanswerable' instruction), VQA accuracy as the VizWiz-VQA evaluator scores the EvalAI-normalised upload
+(golden cases in test_official_vqa_eval.py) with unanswerable questions, per-category accuracy, the original
 layout and answer-file ids, and the EvalAI upload of convert_vizwiz_for_submission.py (checked against the
 first lines of LLaVA-1.5-13B's official upload)."""
 
@@ -66,6 +67,11 @@ def test_aggregate_categories_and_missing():
     metrics, _ = task.score(docs, {"a": "Unanswerable", "b": "Red", "c": "Red"})
     assert metrics["accuracy"] == 50.0 and metrics["n_missing"] == 1
     assert metrics["categories"] == {"other": 100.0, "unanswerable": 50.0, "yes/no": 0.0}
+
+
+def test_malformed_answers_name_the_row():
+    with pytest.raises(TaskError, match="row 'a': 'answers' should be a list"):
+        get_task("vizwiz_val").score([row("a", answers=[None] * 10)], {"a": "yes"})
 
 
 def test_test_rows_have_no_score():

@@ -1,5 +1,6 @@
-"""VQAv2: the short-answer prompt bytes, VQA-accuracy scoring with EvalAI normalisation, per answer type,
-test-dev rows without answers, the original question-file layout and the EvalAI upload over the full
+"""VQAv2: the short-answer prompt bytes, VQA accuracy of the EvalAI-normalised upload as the official vqaEval.py
+scores it (golden cases in test_official_vqa_eval.py), per answer type, malformed answers, test-dev rows without
+answers, the original question-file layout and the EvalAI upload over the full
 test2015 question list (convert_vqav2_for_submission.py)."""
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def test_aggregate_per_answer_type_and_missing():
     assert metrics["answer_types"] == {"number": 0.0, "other": pytest.approx(65.0), "yes/no": 100.0}
     assert metrics["n_missing"] == 1 and metrics["n_docs"] == 4
     assert items[3].prediction is None and items[3].parsed == ""
+
+
+@pytest.mark.parametrize("answers", [5, "red", [None], [{"text": "red"}], [{"answer": 3}]])
+def test_malformed_answers_name_the_row(answers):
+    with pytest.raises(TaskError, match="row 7: 'answers' should be a list"):
+        get_task("vqav2_val").score([{**row(7), "answers": answers}], {7: "red"})
 
 
 def test_testdev_rows_have_no_score():
