@@ -27,7 +27,7 @@ JUDGE_MAX_TOKENS = 3
 # Reference: mm-vet_evaluator.py grading loop. The first call asks at temperature 0.0 without the retry suffix;
 # each unparsable reply is re-asked WITH the suffix at the current temperature, which is raised by 0.5 only after
 # that call: 0.0, 0.5, 1.0, 1.5. The evaluator's sixth call (at 2.0) is made but its reply discarded (score 0.0),
-# so it is not made here; a grade still unparsable after the five is missing (docs/deviations.md rows 69, 72).
+# so it is not made here; a grade still unparsable after the five is missing (docs/deviations.md row 69).
 RETRY_TEMPERATURES = (0.0, 0.0, 0.5, 1.0, 1.5)
 MAX_TRIES = len(RETRY_TEMPERATURES)
 # Reference: the capability columns of the evaluator's cap-score CSV (counter.most_common order on MM-Vet v1).
