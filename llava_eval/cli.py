@@ -262,13 +262,12 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     say(f"model {bundle.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; run directory {out}"
         + (f"; {shard.world} processes" if shard.world > 1 else ""))
     try:
-        from .fast import PrefixSharingEngine
+        from .scheduling import get_strategy
 
-        engine_cls = PrefixSharingEngine if engine == "fast" else LlavaEngine
-        run_tasks(engine_cls(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
-                  data_root=data_root, limit=limit, batch_size=batch_size, echo=say, model_fp=fingerprint,
-                  env=environment(device_record(bundle)), progress=progress if shard.main else False, shard=shard,
-                  docs=docs)
+        run_tasks(LlavaEngine(bundle, get_strategy(engine), batch_size=batch_size), names, out,
+                  model_id=bundle.source, data=data, data_root=data_root, limit=limit, batch_size=batch_size,
+                  echo=say, model_fp=fingerprint, env=environment(device_record(bundle)),
+                  progress=progress if shard.main else False, shard=shard, docs=docs)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)
