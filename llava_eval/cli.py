@@ -9,6 +9,8 @@ import sys
 
 import click
 
+from .scheduling import STRATEGIES  # the --engine names; no torch behind it, so --help stays fast
+
 MODEL_HELP = ("Checkpoint directory (llava-hf or original LLaVA format; the backend is picked by its architecture), "
               "built-in checkpoint (tiny-shapes), preset name (tiny: random weights) or BACKEND:MODEL (llava:DIR).")
 
@@ -98,7 +100,8 @@ def load_from_options(model, device, dtype, template, image_mode, vision_tower, 
     from .backends.entry import BackendOptions
     from .backends.registry import open_backend
 
-    return open_backend(model, BackendOptions(device, dtype, template, image_mode, vision_tower, batch_size, engine))
+    return open_backend(model, BackendOptions(device=device, dtype=dtype, template=template, image_mode=image_mode,
+                                              vision_tower=vision_tower, batch_size=batch_size, engine=engine))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -205,7 +208,7 @@ def _row_count(task) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out (which must exist); a rerun into the "
               "same directory resumes too. Refused when the model, settings or prompts changed.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
-@click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
+@click.option("--engine", type=click.Choice(list(STRATEGIES)), default="fast", show_default=True,
               help="fast: one vision pass and prefix prefill per image, batched decode; reference: the batched "
                    "plain engine (batch size 1 = the original scripts' loop). Same answers on CPU float32.")
 @judge_options
