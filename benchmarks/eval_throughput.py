@@ -4,8 +4,9 @@ process, on the same model and the same questions.
     python benchmarks/eval_throughput.py [--model tiny-shapes] [--questions 240] [--batch-size 16]
 
 (a) reference: batch size 1, the image encoded for every question, full prefill, transformers' generate
-    (`LlavaEngine(batch_size=1)`, what `model_vqa_loader.py` does);
-(b) fast: `PrefixSharingEngine` (one vision pass and one prefix prefill per image, batched decode).
+    (`LlavaEngine(bundle, batch_size=1)`, sorted batches of one: what `model_vqa_loader.py` does);
+(b) fast: `LlavaEngine(bundle, PrefixSharing())` (one vision pass and one prefix prefill per image, batched
+    decode).
 Workloads from the synthetic tasks: POPE-like (6 questions per image), VQAv2-like (3 per image), distinct
 images (VizWiz rows, 1 per image). Prints questions/s of each, the ratio b/a, the peak resident memory
 during each (sampled), and whether the answers are identical. Measured numbers only; they go to
@@ -63,8 +64,8 @@ def main():
 
     from llava_eval.data import load_docs
     from llava_eval.engine import LlavaEngine
-    from llava_eval.fast import PrefixSharingEngine
     from llava_eval.runner import build_requests
+    from llava_eval.scheduling import PrefixSharing
     from llava_model.checkpoint import load_bundle
     from tasks.registry import get_task
 
@@ -81,7 +82,7 @@ def main():
         requests, errors = build_requests(task, docs, range(len(docs)), None)
         assert not errors, errors
         images = len({hashlib.sha256(r.images[0].tobytes()).hexdigest() for r in requests})
-        fast = PrefixSharingEngine(bundle, batch_size=args.batch_size)
+        fast = LlavaEngine(bundle, PrefixSharing(), batch_size=args.batch_size)
         fast.generate_tokens(requests[:4])  # warm-up (kernel planning) for both paths
         LlavaEngine(bundle, batch_size=1).generate_tokens(requests[:2])
         ref_tokens, ref_s, ref_mem = timed(LlavaEngine(bundle, batch_size=1), requests)

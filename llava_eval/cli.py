@@ -9,8 +9,10 @@ import sys
 
 import click
 
-MODEL_HELP = ("Checkpoint directory (llava-hf or original LLaVA format), built-in checkpoint (tiny-shapes) "
-              "or preset name (tiny: random weights).")
+from .scheduling import STRATEGIES  # the --engine names; no torch behind it, so --help stays fast
+
+MODEL_HELP = ("Checkpoint directory (llava-hf or original LLaVA format; the backend is picked by its architecture), "
+              "built-in checkpoint (tiny-shapes), preset name (tiny: random weights) or BACKEND:MODEL (llava:DIR).")
 
 
 def user_errors(fn):
@@ -94,11 +96,13 @@ def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model
     return config
 
 
-def load_from_options(model, device, dtype, template, image_mode, vision_tower):
-    from llava_model.checkpoint import load_bundle
+def load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine):
+    """The backend `--model` names (llava_eval.backends.registry), opened with the model and engine options."""
+    from .backends.entry import BackendOptions
+    from .backends.registry import open_backend
 
-    return load_bundle(model, device=device, dtype=dtype, template=template, image_mode=image_mode,
-                       vision_tower=vision_tower)
+    return open_backend(model, BackendOptions(device=device, dtype=dtype, template=template, image_mode=image_mode,
+                                              vision_tower=vision_tower, batch_size=batch_size, engine=engine))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,8 +125,6 @@ def generate(model, device, dtype, template, image_mode, vision_tower, images, p
     from llava_model.preprocess import load_image
     from llava_types import IMAGE_PLACEHOLDER, USER, GenerationSettings, Message, Request
 
-    from .engine import LlavaEngine
-
     loaded = [load_image(path) for path in images]  # fail on a bad image before loading the model
     text = prompt
     missing = len(loaded) - text.count(IMAGE_PLACEHOLDER)
@@ -130,12 +132,11 @@ def generate(model, device, dtype, template, image_mode, vision_tower, images, p
         text = IMAGE_PLACEHOLDER * missing + "\n" + text
     if len(loaded) == 1:
         text = move_image_to_front(text)
-    bundle = load_from_options(model, device, dtype, template, image_mode, vision_tower)
-    engine = LlavaEngine(bundle, batch_size=1)
+    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, 1, "reference")
     request = Request("cli", (Message(USER, text),), tuple(loaded), GenerationSettings(max_new_tokens))
     if show_prompt:
-        click.echo(engine.prompt(request), err=True)
-    click.echo(engine.generate([request])[0])
+        click.echo(backend.prompt(request), err=True)
+    click.echo(backend.generate([request])[0])
 
 
 @main.command()
@@ -208,7 +209,7 @@ def _row_count(task) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out (which must exist); a rerun into the "
               "same directory resumes too. Refused when the model, settings or prompts changed.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
-@click.option("--engine", type=click.Choice(["fast", "reference"]), default="fast", show_default=True,
+@click.option("--engine", type=click.Choice(list(STRATEGIES)), default="fast", show_default=True,
               help="fast: one vision pass and prefix prefill per image, batched decode; reference: the batched "
                    "plain engine (batch size 1 = the original scripts' loop). Same answers on CPU float32.")
 @judge_options
@@ -220,11 +221,9 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     import time
     from pathlib import Path
 
-    from llava_model.fingerprint import device_record, model_fingerprint
     from llava_types import UserError
     from tasks.registry import resolve
 
-    from .engine import LlavaEngine
     from .errors import DISK_FULL, check_output, disk_full_in_run
     from .judge.config import check_endpoint
     from .runner import load_task_docs, shard_from_env
@@ -258,18 +257,14 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     if shard.main and out.is_dir():
         with RunLock(out):  # a directory a live run or judge holds is refused before the model loads
             pass
-    bundle = load_from_options(model, device, dtype, template, image_mode, vision_tower)
-    fingerprint = model_fingerprint(bundle)
-    say(f"model {bundle.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; run directory {out}"
+    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine)
+    fingerprint = backend.fingerprint()
+    say(f"model {backend.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; run directory {out}"
         + (f"; {shard.world} processes" if shard.world > 1 else ""))
     try:
-        from .fast import PrefixSharingEngine
-
-        engine_cls = PrefixSharingEngine if engine == "fast" else LlavaEngine
-        run_tasks(engine_cls(bundle, batch_size=batch_size), names, out, model_id=bundle.source, data=data,
-                  data_root=data_root, limit=limit, batch_size=batch_size, echo=say, model_fp=fingerprint,
-                  env=environment(device_record(bundle)), progress=progress if shard.main else False, shard=shard,
-                  docs=docs)
+        run_tasks(backend, names, out, model_id=backend.source, data=data, data_root=data_root, limit=limit,
+                  batch_size=batch_size, echo=say, model_fp=fingerprint, env=environment(backend.record()),
+                  progress=progress if shard.main else False, shard=shard, docs=docs)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)

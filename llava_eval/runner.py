@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_types import Model
+from llava_types import Backend, Model
 from tasks.base import Task, TaskError
 from tasks.registry import get_task
 
@@ -179,7 +179,7 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
         progress.reset(total=len(light))
         progress.update(len(light) - len(todo))
     out = Appender(pred_file)
-    step = getattr(model, "chunk_size", batch_size)
+    step = model.chunk_size if isinstance(model, Backend) else batch_size
     chunks = [todo[start:start + step] for start in range(0, len(todo), step)]
     # The next chunk's images are read and decoded in a background thread while the model answers this one.
     prefetch = ThreadPoolExecutor(max_workers=1)

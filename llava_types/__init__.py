@@ -1,6 +1,7 @@
 """The types every layer shares, with no dependency beyond the standard library: conversation turns and the
 image placeholder, the `Request` a task hands to a model, its `GenerationSettings`, the `Model` protocol
-every backend implements, and `UserError`, the error whose message the CLI prints as one line.
+(`generate`) and the `Backend` protocol every `--model` backend implements, and `UserError`, the error whose
+message the CLI prints as one line.
 
 Tasks, model code, the harness and the judge all import from here, and this module imports none of them,
 so the layering rules of `docs/design.md` hold transitively. Reference: EleutherAI lm-evaluation-harness
@@ -12,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ASSISTANT", "IMAGE_PLACEHOLDER", "USER", "GenerationSettings", "Message", "Model", "Request",
-           "UserError", "digest"]
+__all__ = ["ASSISTANT", "IMAGE_PLACEHOLDER", "USER", "Backend", "GenerationSettings", "Message", "Model",
+           "Request", "UserError", "digest"]
 
 # Reference: haotian-liu/LLaVA `llava/constants.py` DEFAULT_IMAGE_TOKEN.
 IMAGE_PLACEHOLDER = "<image>"
@@ -71,6 +72,28 @@ class Request:
 class Model(Protocol):
     def generate(self, requests: list[Request]) -> list[str]:
         """One decoded answer per request, in request order."""
+        ...
+
+
+@runtime_checkable
+class Backend(Model, Protocol):
+    """A model as `--model` names it: answers requests and says what a run records about it. The runner
+    hands a backend `chunk_size` requests at a time (each chunk's answers are saved before the next);
+    a bare `Model` gets the run's batch size."""
+
+    source: str  # the model id written with every answer (a checkpoint directory, `preset:tiny`, ...)
+    chunk_size: int
+
+    def fingerprint(self) -> str:
+        """Hash of everything about the model that can change an answer; a resume refuses a different one."""
+        ...
+
+    def record(self) -> dict:
+        """What config.json records about the model: backend, scheduling, device, dtype, device name."""
+        ...
+
+    def prompt(self, request: Request) -> str:
+        """The exact text the model is prompted with (`llava-eval generate --show-prompt`)."""
         ...
 
 

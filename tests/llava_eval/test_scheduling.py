@@ -1,6 +1,6 @@
-"""The fast engine answers exactly as the reference loop (batch size 1, image encoded per question, full
-prefill, transformers' generate) on CPU in float32, on every synthetic task, while encoding each distinct
-image once and prefilling its prefix once."""
+"""The prefix-sharing strategy (`--engine fast`) answers exactly as the reference loop (batch size 1, image
+encoded per question, full prefill, transformers' generate) on CPU in float32, on every synthetic task, while
+encoding each distinct image once and prefilling its prefix once."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from llava_eval.data import load_docs
 from llava_eval.engine import LlavaEngine
-from llava_eval.fast import PrefixSharingEngine
 from llava_eval.runner import build_requests
+from llava_eval.scheduling import PrefixSharing
 from llava_types import USER, GenerationSettings, Message, Request
 from tasks.registry import SUITES, get_task
 
@@ -37,7 +37,7 @@ def _requests(name, limit):
 def test_identical_to_the_reference_loop_on_every_synthetic_task(shapes, name):
     requests = _requests(name, LONG_ANSWERS.get(name, 30))
     reference = LlavaEngine(shapes, batch_size=1).generate_tokens(requests)
-    fast = PrefixSharingEngine(shapes, batch_size=8)
+    fast = LlavaEngine(shapes, PrefixSharing(), batch_size=8)
     assert fast.generate_tokens(requests) == reference
     distinct = len({hashlib.sha256(r.images[0].tobytes()).hexdigest() for r in requests})
     shared = fast.stats["images_encoded"]
@@ -47,15 +47,15 @@ def test_identical_to_the_reference_loop_on_every_synthetic_task(shapes, name):
 
 def test_pope_like_groups_use_the_shared_prefix(shapes):
     requests = _requests("pope", 24)  # 6 questions on each of 4 images
-    fast = PrefixSharingEngine(shapes, batch_size=8)
+    fast = LlavaEngine(shapes, PrefixSharing(), batch_size=8)
     assert fast.generate_tokens(requests) == LlavaEngine(shapes, batch_size=1).generate_tokens(requests)
     assert fast.stats["images_encoded"] == fast.stats["prefills"] == 4 and fast.stats["single_batches"] == 0
 
 
 def test_small_token_budget_splits_groups_without_changing_answers(shapes):
     requests = _requests("pope", 12)
-    tight = PrefixSharingEngine(shapes, batch_size=8, token_budget=300)
-    assert tight.generate_tokens(requests) == PrefixSharingEngine(shapes).generate_tokens(requests)
+    tight = LlavaEngine(shapes, PrefixSharing(token_budget=300), batch_size=8)
+    assert tight.generate_tokens(requests) == LlavaEngine(shapes, PrefixSharing()).generate_tokens(requests)
     assert tight.stats["prefills"] == 2  # the prefix is still prefilled once per image
 
 
@@ -66,7 +66,7 @@ def test_random_weights_long_answers_and_text_only_rows(tiny_bundle, make_image)
     requests = [Request(i, (Message(USER, f"<image>\nQuestion number {i}{'?' * i}"),), (image,), settings[i % 3])
                 for i in range(5)]
     requests.append(Request(5, (Message(USER, "A text-only question"),), (), settings[1]))
-    fast = PrefixSharingEngine(tiny_bundle, batch_size=4)
+    fast = LlavaEngine(tiny_bundle, PrefixSharing(), batch_size=4)
     out = fast.generate_tokens(requests)
     assert out == LlavaEngine(tiny_bundle, batch_size=1).generate_tokens(requests)
     assert all(len(t) <= r.settings.max_new_tokens for t, r in zip(out, requests, strict=True))
