@@ -128,6 +128,12 @@ def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = Non
     if image_mode:
         bundle.image_mode = image_mode
     bundle.model.to(device).eval()
+    # Reference: protocol 1.5: greedy, one beam, no penalty. transformers' `generate` fills every setting a call
+    # leaves at its default from the model's own generation config, so a checkpoint's generation_config.json
+    # (do_sample, temperature, top_p, repetition_penalty, min_new_tokens, ...) would leak into the decoding.
+    from transformers import GenerationConfig
+
+    bundle.model.generation_config = GenerationConfig()
     return bundle
 
 

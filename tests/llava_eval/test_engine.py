@@ -79,3 +79,29 @@ def test_unreadable_image_is_a_user_error(tiny_bundle, tmp_path):
 def test_greedy_only():
     with pytest.raises(ValueError, match="greedy"):
         GenerationSettings(temperature=0.7)
+
+
+def test_decoding_stays_greedy_whatever_generation_config_the_checkpoint_ships(tmp_path, tiny_bundle, make_image):
+    """Reference: protocol 1.5 (greedy, one beam, no penalty). A checkpoint's generation_config.json asking for
+    sampling, penalties or a minimum length changes no answer of either scheduling strategy."""
+    import json
+
+    from llava_eval.scheduling import PrefixSharing, SortedBatches
+    from llava_model.checkpoint import load_bundle, save_bundle
+
+    save_bundle(tiny_bundle, tmp_path / "ckpt")
+    image = make_image(40, 30, 1)
+    requests = [Request(i, (Message(USER, "<image>\nWhat colour is it?" + " Tell me." * i),), (image,),
+                        GenerationSettings(12)) for i in range(3)]
+
+    def answers():
+        bundle = load_bundle(str(tmp_path / "ckpt"), device="cpu", dtype="float32")
+        return [LlavaEngine(bundle, strategy, batch_size=2).generate(requests)
+                for strategy in (SortedBatches(), PrefixSharing())]
+
+    greedy = answers()
+    (tmp_path / "ckpt" / "generation_config.json").write_text(json.dumps(
+        {"do_sample": True, "temperature": 0.7, "top_p": 0.5, "top_k": 3, "repetition_penalty": 5.0,
+         "no_repeat_ngram_size": 1, "min_new_tokens": 10, "num_beams": 2}))
+    assert answers() == greedy
+    assert greedy[0] == greedy[1]
