@@ -15,6 +15,11 @@ from train.recipes import load_recipe
 from train.trainer import init_bundle
 
 RECORDS = ("llava_projector", "llava_template", "image_aspect_ratio")
+LINEAR_KEYS = ["model.multi_modal_projector.linear_1.bias", "model.multi_modal_projector.linear_1.weight"]
+
+
+def projector_keys(names) -> list[str]:
+    return sorted(k for k in names if k.startswith("model.multi_modal_projector."))
 
 
 def from_llm(llm_and_tower, stage: int, **changes):
@@ -29,22 +34,15 @@ def test_llm_and_tower_config_is_unchanged(llm_and_tower):
     assert json.loads(json.dumps({k: v for k, v in config.items() if k not in RECORDS})) == recorded
 
 
-def projector_keys(model) -> list[str]:
-    return sorted(k for k in model.state_dict() if k.startswith("model.multi_modal_projector."))
-
-
-LINEAR_KEYS = ["model.multi_modal_projector.linear_1.bias", "model.multi_modal_projector.linear_1.weight"]
-
-
 def test_recipe_projector_linear_on_a_preset():
     recipe = dataclasses.replace(load_recipe("tiny-shapes")[0], projector="linear")
     model = init_bundle(recipe).model
-    assert projector_keys(model) == LINEAR_KEYS and model.config.llava_projector == "linear"
+    assert projector_keys(model.state_dict()) == LINEAR_KEYS and model.config.llava_projector == "linear"
 
 
 def test_recipe_projector_linear_on_an_llm_and_tower(llm_and_tower):
     model = init_bundle(from_llm(llm_and_tower, 1, projector="linear")).model
-    assert projector_keys(model) == LINEAR_KEYS
+    assert projector_keys(model.state_dict()) == LINEAR_KEYS
 
 
 def test_llm_and_tower_config_records_the_recipe(llm_and_tower):

@@ -1,6 +1,7 @@
 """The trainer end to end on the tiny model and synthetic conversations: loss falls, resume continues
 the step count from the last checkpoint, stage 1 writes only its trainable weights and stage 2 loads
-them, and the stage-2 result loads in the harness and answers."""
+them, the stage-2 result loads in the harness and answers, and results hold the recipe's projector and
+record its template."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 
 import pytest
 
+from tests.train.test_init import LINEAR_KEYS, projector_keys
 from train.recipes import load_recipe
 from train.trainer import TRAINABLE_FILE, run_stage
 
@@ -81,13 +83,6 @@ def test_stage1_records_its_template_and_projector(stage1):
     meta = json.loads((stage1 / "llava_eval.json").read_text())
     assert (meta["stage"], meta["template"], meta["image_mode"], meta["projector"]) == (1, "plain", "crop",
                                                                                       "mlp2x_gelu")
-
-
-LINEAR_KEYS = ["model.multi_modal_projector.linear_1.bias", "model.multi_modal_projector.linear_1.weight"]
-
-
-def projector_keys(names) -> list[str]:
-    return sorted(k for k in names if k.startswith("model.multi_modal_projector."))
 
 
 def test_the_result_is_built_and_recorded_as_the_recipe_says(tmp_path):
