@@ -64,7 +64,7 @@ def main():
     for name, order in (("random", plain), ("modality-length grouped", grouped)):
         bundle = init_bundle(recipe)
         module = LlavaTrainModule(bundle.model).train()
-        dataset = ConversationDataset(samples, Path(args.work) / "images", bundle, 2, "pad", recipe.max_length)
+        dataset = ConversationDataset(samples, Path(args.work) / "images", bundle, recipe.max_length)
         optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
         collator = Collator(bundle.tokenizer.pad_token_id, recipe.max_length)
         measure(module, optimizer, dataset, collator, order, args.batch_size, 1, bundle.tokenizer.pad_token_id)

@@ -24,7 +24,6 @@ from .checkpoint_files import (
     one_line,
     quiet_loading,
     read_json_object,
-    read_weight_file,
     read_weights,
     refuse_remote_code,
 )
@@ -204,27 +203,17 @@ def _load_hf(path: Path, config: dict, torch_dtype: torch.dtype, template: str |
     cfg = load_config(LlavaConfig, path)
     try:
         with quiet_loading():
-            model = _hf_model(path, cfg, weights, torch_dtype, linear=config.get("llava_projector") == "linear")
+            model = _hf_model(path, cfg, torch_dtype, config.get("llava_projector"))
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"cannot load checkpoint {path}: {one_line(exc)}") from None
     return LlavaBundle(model, load_tokenizer(path), _image_processor(path, model), recorded_template, recorded_mode,
                        str(path))
 
 
-def _hf_model(path: Path, cfg, weights: list[Path], torch_dtype: torch.dtype, linear: bool):
-    from transformers import LlavaForConditionalGeneration
+def _hf_model(path: Path, cfg, torch_dtype: torch.dtype, projector: str | None):
+    from .model import llava_class
 
-    if linear:
-        from .model import apply_projector_type
-
-        model = LlavaForConditionalGeneration(cfg)
-        apply_projector_type(model)
-        state = {}
-        for f in weights:
-            state.update(read_weight_file(f))
-        _load_state_dict_strict(model, state, str(path))
-        return model.to(torch_dtype)
-    model, info = LlavaForConditionalGeneration.from_pretrained(
+    model, info = llava_class(projector).from_pretrained(
         str(path), config=cfg, dtype=torch_dtype, output_loading_info=True, local_files_only=True,
         trust_remote_code=False, ignore_mismatched_sizes=True)  # mismatches are reported below, by name
     _check_loading_info(info, str(path))
@@ -312,35 +301,28 @@ def convert_original_keys(state: dict) -> dict:
 
 
 def _original_llava_config(config: dict, vision_config):
-    from transformers import LlamaConfig, LlavaConfig
+    from transformers import LlamaConfig
+
+    from .config import PROJECTORS, build_llava_config
 
     text_keys = set(LlamaConfig().to_dict()) - {"architectures", "model_type", "transformers_version"}
     text = {k: v for k, v in config.items() if k in text_keys}
     text["tie_word_embeddings"] = False
     text_cfg = LlamaConfig(**text)
     projector = config.get("mm_projector_type", "linear")
-    if projector not in ("mlp2x_gelu", "linear"):
-        raise CheckpointError(f"unsupported mm_projector_type {projector!r} (supported: mlp2x_gelu, linear)")
+    if projector not in PROJECTORS:
+        raise CheckpointError(f"unsupported mm_projector_type {projector!r} (supported: {', '.join(PROJECTORS)})")
     strategy = {"patch": "default", "cls_patch": "full"}.get(config.get("mm_vision_select_feature", "patch"))
     if strategy is None:
         raise CheckpointError(f"unsupported mm_vision_select_feature {config['mm_vision_select_feature']!r}")
     if config.get("mm_use_im_start_end") or config.get("mm_use_im_patch_token"):
         raise CheckpointError("checkpoints with mm_use_im_start_end/mm_use_im_patch_token are not supported "
                               "(LLaVA-1.5 sets both to false)")
-    patches = (vision_config.image_size // vision_config.patch_size) ** 2
-    cfg = LlavaConfig(
-        vision_config=vision_config, text_config=text_cfg,
-        # The original vocabulary has no image token: use the first id past it (never embedded).
-        image_token_id=text_cfg.vocab_size,
-        image_seq_length=patches + (1 if strategy == "full" else 0),
-        vision_feature_layer=config.get("mm_vision_select_layer", -2),
-        vision_feature_select_strategy=strategy, projector_hidden_act="gelu", multimodal_projector_bias=True,
-        tie_word_embeddings=False,
-    )
-    cfg.llava_projector = projector
-    cfg.llava_template = "vicuna_v1"
-    cfg.image_aspect_ratio = "crop" if config.get("image_aspect_ratio", "square") == "square" else "pad"
-    return cfg
+    # An original config records no template: LLaVA-1.5 is evaluated with vicuna_v1.
+    return build_llava_config(
+        text_cfg, vision_config, projector=projector, template="vicuna_v1",
+        image_mode="crop" if config.get("image_aspect_ratio", "square") == "square" else "pad",
+        feature_layer=config.get("mm_vision_select_layer", -2), select_strategy=strategy)
 
 
 def _load_original(path: Path, config: dict, vision_tower: str | None, torch_dtype: torch.dtype) -> LlavaBundle:

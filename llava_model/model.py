@@ -9,6 +9,8 @@ Reference: haotian-liu/LLaVA `llava/model/llava_arch.py` `prepare_inputs_labels_
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -24,13 +26,54 @@ class LinearProjector(nn.Module):
         return self.linear_1(image_features)
 
 
+def projector_type(model) -> str:
+    """The projector the model holds: "linear" or "mlp2x_gelu" (transformers' own MLP projector)."""
+    return "linear" if isinstance(model.model.multi_modal_projector, LinearProjector) else "mlp2x_gelu"
+
+
 def apply_projector_type(model) -> None:
-    """Swap in the linear projector when the config asks for it (transformers only has the MLP one)."""
+    """Make the projector the one `config.llava_projector` names (set by `build_llava_config`; transformers
+    builds the MLP one), freshly initialised when it has to be replaced."""
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
     cfg = model.config
-    if getattr(cfg, "llava_projector", "mlp2x_gelu") == "linear":
+    if cfg.llava_projector == projector_type(model):
+        return
+    if cfg.llava_projector == "linear":
         model.model.multi_modal_projector = LinearProjector(
             cfg.vision_config.hidden_size, cfg.text_config.hidden_size, cfg.multimodal_projector_bias
         )
+    else:
+        model.model.multi_modal_projector = LlavaMultiModalProjector(cfg)
+
+
+@functools.cache
+def _linear_llava_class():
+    from transformers import LlavaForConditionalGeneration
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
+
+    class LinearProjectorLlava(LlavaForConditionalGeneration):
+        """transformers' LLaVA with the linear projector from construction on."""
+
+        def __init__(self, config):
+            super().__init__(config)
+            apply_projector_type(self)
+
+    # transformers maps saved keys only for its own classes and for those registered under their name.
+    register_checkpoint_conversion_mapping(LinearProjectorLlava.__name__, get_checkpoint_conversion_mapping("llava"))
+    return LinearProjectorLlava
+
+
+def llava_class(projector: str | None):
+    """The class whose `from_pretrained` loads a checkpoint recording `projector` (llava-hf checkpoints
+    record none: transformers' MLP projector). transformers 5 saves the llava-hf key layout and maps it
+    back only while loading, so a linear model must exist before its weights are read."""
+    from transformers import LlavaForConditionalGeneration
+
+    return _linear_llava_class() if projector == "linear" else LlavaForConditionalGeneration
 
 
 def build_llava(config, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | None = None):

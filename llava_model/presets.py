@@ -1,5 +1,6 @@
-"""Model presets: functions that return transformers configs for LLaVA-1.5 and its paper ablations,
-and `build_llava` that turns one into a `LlavaForConditionalGeneration` with random weights.
+"""Model presets: functions that return transformers configs for LLaVA-1.5 and its paper ablations
+(made by `llava_model.config.build_llava_config`); `llava_model.model.build_llava` turns one into a
+`LlavaForConditionalGeneration` with random weights.
 
 Reference: protocol (LLaVA-1.5 paper, section 1): CLIP ViT-L/14-336, penultimate layer, CLS dropped,
 576 tokens, `mlp2x_gelu` projector, Vicuna-v1.5 LLM; `haotian-liu/LLaVA` `scripts/v1_5/*.sh`.
@@ -8,6 +9,8 @@ Reference: protocol (LLaVA-1.5 paper, section 1): CLIP ViT-L/14-336, penultimate
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .config import build_llava_config
 
 # Reference: config.json of lmsys/vicuna-{7,13}b-v1.5 (Llama-2 shapes, vocab 32000, 4096 positions).
 VICUNA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -69,30 +72,16 @@ def image_seq_length(vision: dict) -> int:
 def llava_config(preset: Preset, vocab_size: int | None = None, image_token_id: int | None = None,
                  pad_token_id: int = 0):
     """LlavaConfig for a preset. `vocab_size` overrides the text vocabulary (the tiny model's comes from
-    its tokenizer); `image_token_id` defaults to the first id past the text vocabulary, which never
-    reaches the embedding table (see `llava_model.model.embed_inputs`)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+    its tokenizer); `image_token_id` defaults to the first id past the text vocabulary."""
+    from transformers import CLIPVisionConfig, LlamaConfig
 
     text = dict(preset.text)
     if vocab_size is not None:
         text["vocab_size"] = vocab_size
     text_cfg = LlamaConfig(**text, pad_token_id=pad_token_id, bos_token_id=1, eos_token_id=2,
                            tie_word_embeddings=False)
-    cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(**preset.vision),
-        text_config=text_cfg,
-        image_token_id=text_cfg.vocab_size if image_token_id is None else image_token_id,
-        image_seq_length=image_seq_length(preset.vision),
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        projector_hidden_act="gelu",
-        multimodal_projector_bias=True,
-        tie_word_embeddings=False,
-    )
-    cfg.llava_projector = preset.projector
-    cfg.llava_template = preset.template
-    cfg.image_aspect_ratio = preset.image_mode
-    return cfg
+    return build_llava_config(text_cfg, CLIPVisionConfig(**preset.vision), projector=preset.projector,
+                              template=preset.template, image_mode=preset.image_mode, image_token_id=image_token_id)
 
 
 def llava_v15_7b():

@@ -5,26 +5,20 @@ Depends only on the standard library, numpy and Pillow.
 """
 
 from synthetic.conversations import stage1_records, stage2_records, write_dataset
-from synthetic.world import (
-    COLORS,
+from synthetic.questions import (
     QA,
-    SHAPES,
-    WORDS,
-    Scene,
-    Shape,
     color_qa,
     count_qa,
     existence_qa,
     first_qa,
-    make_scene,
     multiple_choice,
     ocr_qa,
     ocr_tokens,
     position_qa,
     question_set,
-    scenes,
     shape_qa,
 )
+from synthetic.world import COLORS, SHAPES, WORDS, Scene, Shape, make_scene, scenes
 
 __all__ = [
     "first_qa",

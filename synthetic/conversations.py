@@ -12,19 +12,18 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from synthetic.world import (
+from synthetic.questions import (
     QA,
-    Scene,
     color_qa,
     count_qa,
     existence_qa,
-    make_scene,
     multiple_choice,
     ocr_qa,
     ocr_tokens,
     position_qa,
     shape_qa,
 )
+from synthetic.world import Scene, make_scene
 
 IMAGE = "<image>"
 # Response-format prompts, byte-identical to the evaluation prompts (the tests compare them with tasks/*).

@@ -12,14 +12,14 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from llava_model.config import PROJECTORS
+from llava_model.conversation import TEMPLATES
 from llava_types import UserError
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 DEEPSPEED_DIR = Path(__file__).parent / "configs"
 
-TEMPLATES = ("plain", "vicuna_v1")
 IMAGE_MODES = ("crop", "pad")
-PROJECTORS = ("mlp2x_gelu", "linear")
 DEEPSPEED_CONFIGS = ("zero2", "zero3")
 
 
@@ -37,13 +37,14 @@ class LoraSpec:
 @dataclass(frozen=True, kw_only=True)
 class StageRecipe:
     stage: int  # 1 = feature alignment (projector only), 2 = visual instruction tuning (projector + LLM)
-    template: str  # conversation template: "plain" (stage 1) or "vicuna_v1" (stage 2, the original's --version v1)
+    template: str  # the samples' conversation template, recorded in the result: "plain" (stage 1, the original's
+    # --version plain), "vicuna_v1" (stage 2, --version v1) or "llava_v1"
     image_mode: str  # "crop" (resize + center crop, the original's "square") or "pad" (expand to square first)
     data_path: str  # LLaVA JSON/JSONL file, or "synthetic:stage1" / "synthetic:stage2" (the trainer generates it)
     image_folder: str | None  # folder the samples' "image" paths are relative to (None for synthetic data)
     model_init: str  # LLM to start from: HF id or local path (the stage-1 projector is chained in), or a preset name
     vision_tower: str | None  # CLIP vision tower: HF id or local path; None when model_init is a preset (it has one)
-    projector: str = "mlp2x_gelu"  # projector type: "mlp2x_gelu" (LLaVA-1.5) or "linear" (paper ablation)
+    projector: str = "mlp2x_gelu"  # projector the model is built with: "mlp2x_gelu" (LLaVA-1.5) or "linear" (ablation)
     global_batch_size: int  # samples per optimizer step over all ranks
     per_device_batch_size: int  # samples per forward pass on one rank
     gradient_accumulation_steps: int = 1  # forward passes per optimizer step
@@ -68,7 +69,7 @@ class StageRecipe:
 
     def __post_init__(self):
         _check_choice("stage", self.stage, (1, 2))
-        _check_choice("template", self.template, TEMPLATES)
+        _check_choice("template", self.template, tuple(TEMPLATES))
         _check_choice("image_mode", self.image_mode, IMAGE_MODES)
         _check_choice("projector", self.projector, PROJECTORS)
         _check_choice("deepspeed", self.deepspeed, (None, *DEEPSPEED_CONFIGS))

@@ -1,9 +1,10 @@
 """The two-stage LLaVA-1.5 trainer on transformers' Trainer (with DeepSpeed when a config is given).
 
-One `run_stage(recipe, out_dir)` serves both stages: stage 1 (`plain`, crop, projector only) writes
-the trainable components alone; stage 2 (`vicuna_v1`, pad, projector + LLM, optional LoRA) loads them
-and writes a checkpoint directory that `llava-eval run --model DIR` loads. Interrupted runs resume from
-the last Trainer checkpoint in the output directory.
+One `run_stage(recipe, out_dir)` serves both stages: the model has the recipe's projector, and samples
+are rendered with the recipe's template (`plain` in stage 1, `vicuna_v1` in stage 2 of the paper), which
+the result records. Stage 1 (projector only) writes the trainable components alone; stage 2 (projector
++ LLM, optional LoRA) loads them and writes a checkpoint directory that `llava-eval run --model DIR`
+loads. Interrupted runs resume from the last Trainer checkpoint in the output directory.
 Reference: haotian-liu/LLaVA `llava/train/train.py`, `llava/train/llava_trainer.py`, `scripts/v1_5/*.sh`.
 """
 
@@ -21,7 +22,7 @@ from torch import nn
 
 from llava_model.checkpoint import LlavaBundle, load_bundle, save_bundle
 from llava_model.conversation import get_template
-from llava_model.model import embed_inputs, image_features
+from llava_model.model import apply_projector_type, build_llava, embed_inputs, image_features, projector_type
 from llava_model.preprocess import load_image, preprocess
 from llava_types import UserError
 
@@ -36,23 +37,22 @@ class MaskingError(UserError):
 
 
 class ConversationDataset(torch.utils.data.Dataset):
-    """Samples -> (input_ids, labels, pixel_values), encoded lazily; images are opened per item."""
+    """Samples -> (input_ids, labels, pixel_values), encoded lazily with the bundle's template and
+    image mode (the recipe's, which the checkpoint records); images are opened per item."""
 
-    def __init__(self, samples, image_folder, bundle: LlavaBundle, stage: int, image_mode: str, max_length: int,
-                 allow_mismatch: bool = False):
+    def __init__(self, samples, image_folder, bundle: LlavaBundle, max_length: int, allow_mismatch: bool = False):
         self.samples, self.image_folder, self.bundle = samples, Path(image_folder or "."), bundle
-        self.stage, self.image_mode, self.max_length = stage, image_mode, max_length
-        self.allow_mismatch = allow_mismatch
-        self.template = get_template("plain" if stage == 1 else "vicuna_v1")
+        self.max_length, self.allow_mismatch = max_length, allow_mismatch
 
     def __len__(self):
         return len(self.samples)
 
     def encode(self, sample):
         b = self.bundle
-        if self.stage == 1:
+        # Reference: train.py preprocess(): preprocess_plain for a PLAIN-style template, else preprocess_v1.
+        if b.template.style == "plain":
             return encode_plain(sample.turns, b.tokenizer, b.image_token_id, b.image_seq_length, self.max_length)
-        return encode_v1(sample.turns, sample.image is not None, b.tokenizer, self.template, b.image_token_id,
+        return encode_v1(sample.turns, sample.image is not None, b.tokenizer, b.template, b.image_token_id,
                          b.image_seq_length, self.max_length)
 
     def __getitem__(self, index):
@@ -63,7 +63,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         pixels = None
         if sample.image is not None:
             image = load_image(self.image_folder / sample.image)
-            pixels = preprocess([image], self.bundle.image_processor, self.image_mode)[0]
+            pixels = preprocess([image], self.bundle.image_processor, self.bundle.image_mode)[0]
         return {"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels), "pixel_values": pixels}
 
 
@@ -126,18 +126,35 @@ class LlavaTrainModule(nn.Module):
 
 # ---- model initialisation ------------------------------------------------------------------------------
 def init_bundle(recipe, device: str = "cpu") -> LlavaBundle:
-    """The starting model of a stage: a preset (`tiny`, seeded), a llava checkpoint directory, or an LLM
-    directory (Vicuna) plus the CLIP tower (`vision_tower`) with a fresh projector, as the original."""
+    """The starting model of a stage, with the recipe's projector, template and image mode: a preset
+    (`tiny`, seeded), a llava checkpoint directory, or an LLM directory (Vicuna) plus the CLIP tower
+    (`vision_tower`) with a fresh projector, as the original."""
     from llava_model.presets import PRESETS
 
     init = recipe.model_init
     if init in PRESETS or (Path(init) / "llava_eval.json").is_file() or _is_llava_dir(Path(init)):
         bundle = load_bundle(init, device=device, dtype="float32", seed=recipe.seed)
+        _use_projector(bundle, recipe, fresh=init in PRESETS)
     else:
-        bundle = _from_llm_and_tower(Path(init), recipe.vision_tower, recipe.seed)
+        bundle = _from_llm_and_tower(Path(init), recipe.vision_tower, recipe.seed, projector=recipe.projector,
+                                     template=recipe.template, image_mode=recipe.image_mode)
     bundle.template = get_template(recipe.template)
     bundle.image_mode = recipe.image_mode
     return bundle
+
+
+def _use_projector(bundle: LlavaBundle, recipe, fresh: bool) -> None:
+    """Give a preset's random model the recipe's projector type (seeded); a trained checkpoint's
+    projector cannot be swapped, so a different one there is refused."""
+    held = projector_type(bundle.model)
+    if held != recipe.projector and not fresh:
+        raise UserError(f"model_init {recipe.model_init!r} holds a {held} projector but the recipe asks for "
+                        f"{recipe.projector}; set the recipe's projector to {held!r}")
+    bundle.model.config.llava_projector = recipe.projector
+    if held != recipe.projector:
+        torch.manual_seed(recipe.seed)
+        apply_projector_type(bundle.model)
+        bundle.model.to(bundle.device)
 
 
 def _is_llava_dir(path: Path) -> bool:
@@ -147,13 +164,16 @@ def _is_llava_dir(path: Path) -> bool:
     return config.is_file() and read_json_object(config).get("model_type") == "llava"
 
 
-def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
+def _from_llm_and_tower(llm_dir: Path, tower: str | None, seed: int, *, projector: str = "mlp2x_gelu",
+                        template: str = "vicuna_v1", image_mode: str = "pad") -> LlavaBundle:
     """Reference: train.py builds LlavaLlamaForCausalLM from the Vicuna weights, loads the CLIP tower and
-    a randomly initialised projector; the tokenizer's pad token is its unk token."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    a randomly initialised projector; the tokenizer's pad token is its unk token. The defaults are
+    LLaVA-1.5's stage 2."""
+    from transformers import CLIPVisionConfig, LlamaConfig
 
     from llava_model.checkpoint import clip_image_processor, convert_original_keys
     from llava_model.checkpoint_files import load_config, load_tokenizer, read_weights, refuse_remote_code
+    from llava_model.config import build_llava_config
     from llava_model.vision_tower import tower_dir, vision_tower_weights
 
     if not llm_dir.is_dir():
@@ -165,12 +185,8 @@ def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
     text = load_config(LlamaConfig, llm_dir)
     tower_path = tower_dir(tower)
     vision = load_config(CLIPVisionConfig, tower_path)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=text.vocab_size,
-                      image_seq_length=(vision.image_size // vision.patch_size) ** 2, vision_feature_layer=-2,
-                      vision_feature_select_strategy="default", projector_hidden_act="gelu",
-                      multimodal_projector_bias=True, tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(cfg)
+    cfg = build_llava_config(text, vision, projector=projector, template=template, image_mode=image_mode)
+    model = build_llava(cfg, seed=seed)
     state = convert_original_keys(read_weights(llm_dir))
     state.update(vision_tower_weights(tower_path))
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -179,8 +195,8 @@ def _from_llm_and_tower(llm_dir: Path, tower: str, seed: int) -> LlavaBundle:
         raise UserError(f"LLM/vision weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
     tokenizer = load_tokenizer(llm_dir)
     tokenizer.pad_token = tokenizer.unk_token
-    return LlavaBundle(model, tokenizer, clip_image_processor(vision.image_size), get_template("vicuna_v1"),
-                       "pad", str(llm_dir))
+    return LlavaBundle(model, tokenizer, clip_image_processor(vision.image_size), get_template(template),
+                       image_mode, str(llm_dir))
 
 
 def load_trainable(bundle: LlavaBundle, path: Path) -> list[str]:
@@ -198,6 +214,10 @@ def load_trainable(bundle: LlavaBundle, path: Path) -> list[str]:
     unknown = [k for k in state if k not in own]
     if unknown:
         raise UserError(f"{file}: keys not in the model: {unknown[:5]}")
+    absent = [k for k in own if k.startswith("model.multi_modal_projector.") and k not in state]
+    if absent:
+        raise UserError(f"{file}: lacks projector weights {absent[:5]} of the recipe's "
+                        f"{projector_type(bundle.model)} projector (stage 1 trained another projector type)")
     bundle.model.load_state_dict(state, strict=False)
     return sorted(state)
 
@@ -242,7 +262,7 @@ def training_arguments(recipe, out_dir: Path, max_steps: int | None, deepspeed: 
         save_total_limit=2, logging_steps=recipe.logging_steps, seed=recipe.seed, data_seed=recipe.seed,
         bf16=on_gpu and recipe.bf16, tf32=None, use_cpu=not on_gpu, deepspeed=deepspeed,
         activation_checkpointing=on_gpu and recipe.gradient_checkpointing, report_to=[],
-        remove_unused_columns=False, dataloader_num_workers=getattr(recipe, "dataloader_workers", 0),
+        remove_unused_columns=False, dataloader_num_workers=0,
         disable_tqdm=True, ddp_backend="gloo" if not on_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
 
@@ -308,8 +328,7 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
         loaded = load_trainable(bundle, init_from)
         log.info("loaded %d tensors from %s", len(loaded), init_from)
     samples, folder = load_stage_samples(recipe, out_dir, skip_invalid)
-    dataset = ConversationDataset(samples, folder, bundle, recipe.stage, recipe.image_mode, recipe.max_length,
-                                  allow_mismatch)
+    dataset = ConversationDataset(samples, folder, bundle, recipe.max_length, allow_mismatch)
     mismatches = count_mismatches(dataset)
     if mismatches:
         shown = ", ".join(f"{sid} ({a} vs {b})" for sid, (a, b) in mismatches[:5])
@@ -350,7 +369,9 @@ def save_result(trainer, bundle: LlavaBundle, model, recipe, out_dir: Path) -> P
         weights = {k.removeprefix("model."): v.detach().cpu().contiguous() for k, v in state.items()
                    if k.removeprefix("model.") in trainable}
         save_file(weights, str(result / TRAINABLE_FILE))
-        (result / "llava_eval.json").write_text(json.dumps({"stage": 1, "tensors": sorted(weights)}, indent=2))
+        meta = {"stage": 1, "template": bundle.template.name, "image_mode": bundle.image_mode,
+                "projector": projector_type(bundle.model), "tensors": sorted(weights)}
+        (result / "llava_eval.json").write_text(json.dumps(meta, indent=2))
         return result
     if recipe.lora:
         bundle.model = model.merge_and_unload()

@@ -166,6 +166,26 @@ def test_hf_directory_round_trip(tiny_bundle, make_image, tmp_path):
                  logits_for(tiny_bundle.model, tiny_bundle.tokenizer, tiny_bundle.image_processor, image))
 
 
+def test_linear_projector_hf_directory_round_trip(make_image, tmp_path):
+    """transformers 5 saves the llava-hf key layout; a linear-projector checkpoint reloads from it too."""
+    from dataclasses import replace
+
+    from llava_model.checkpoint import LlavaBundle
+    from llava_model.conversation import VICUNA_V1
+    from llava_model.preprocess import clip_image_processor
+    from llava_model.tiny_tokenizer import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    cfg = llava_config(replace(get_preset("tiny"), projector="linear"), vocab_size=len(tok),
+                       image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id)
+    bundle = LlavaBundle(build_llava(cfg, seed=5), tok, clip_image_processor(336), VICUNA_V1, "pad", "test")
+    again = load_bundle(str(save_bundle(bundle, tmp_path / "linear")), device="cpu", dtype="float32")
+    assert sorted(again.model.state_dict()) == sorted(bundle.model.state_dict())
+    image = make_image(200, 300, 7)
+    assert_close(logits_for(again.model, again.tokenizer, again.image_processor, image),
+                 logits_for(bundle.model, bundle.tokenizer, bundle.image_processor, image))
+
+
 def test_partial_hf_checkpoint_fails_with_key_names(tiny_bundle, tmp_path):
     out = save_bundle(tiny_bundle, tmp_path / "tiny-partial")
     weights = next(out.glob("*.safetensors"))

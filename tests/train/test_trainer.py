@@ -1,6 +1,7 @@
 """The trainer end to end on the tiny model and synthetic conversations: loss falls, resume continues
 the step count from the last checkpoint, stage 1 writes only its trainable weights and stage 2 loads
-them, and the stage-2 result loads in the harness and answers."""
+them, the stage-2 result loads in the harness and answers, and results hold the recipe's projector and
+record its template."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 
 import pytest
 
+from tests.train.test_init import LINEAR_KEYS, projector_keys
 from train.recipes import load_recipe
 from train.trainer import TRAINABLE_FILE, run_stage
 
@@ -75,3 +77,32 @@ def test_lora_stage2_merges_into_a_plain_checkpoint(stage1, tmp_path):
     bundle = load_bundle(str(result), device="cpu")
     names = list(bundle.model.state_dict())
     assert not any("lora" in n for n in names) and any("multi_modal_projector" in n for n in names)
+
+
+def test_stage1_records_its_template_and_projector(stage1):
+    meta = json.loads((stage1 / "llava_eval.json").read_text())
+    assert (meta["stage"], meta["template"], meta["image_mode"], meta["projector"]) == (1, "plain", "crop",
+                                                                                      "mlp2x_gelu")
+
+
+def test_the_result_is_built_and_recorded_as_the_recipe_says(tmp_path):
+    """A linear-projector stage 1 chains into a linear stage 2 rendered with llava_v1; the checkpoint holds
+    the linear projector and records llava_v1 in config.json and llava_eval.json. The linear stage-1
+    weights cannot start an mlp2x_gelu stage 2."""
+    from safetensors.torch import load_file
+
+    from llava_model.checkpoint import load_bundle
+    from llava_types import UserError
+
+    first = run_stage(small(1, projector="linear"), tmp_path / "stage1", max_steps=1)
+    assert projector_keys(load_file(str(first / TRAINABLE_FILE))) == LINEAR_KEYS
+    assert json.loads((first / "llava_eval.json").read_text())["projector"] == "linear"
+    result = run_stage(small(2, projector="linear", template="llava_v1", data_path="synthetic:stage2:8"),
+                       tmp_path / "stage2", init_from=first, max_steps=1)
+    assert json.loads((result / "llava_eval.json").read_text())["template"] == "llava_v1"
+    config = json.loads((result / "config.json").read_text())
+    assert (config["llava_template"], config["llava_projector"]) == ("llava_v1", "linear")
+    bundle = load_bundle(str(result), device="cpu")
+    assert bundle.template.name == "llava_v1" and projector_keys(bundle.model.state_dict()) == LINEAR_KEYS
+    with pytest.raises(UserError, match="lacks projector weights"):
+        run_stage(small(2, data_path="synthetic:stage2:8"), tmp_path / "mlp", init_from=first, max_steps=1)
