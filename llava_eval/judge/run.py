@@ -10,7 +10,6 @@ and cost; a task with missing verdicts gets no score unless their share is withi
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,16 +21,7 @@ from tasks.llava_bench import average_runs, parse_review_scores, review_messages
 from tasks.mmvet import JUDGE_SETTINGS as MMVET_SETTINGS
 from tasks.mmvet import MAX_TRIES, RETRY_TEMPERATURE_STEP, aggregate_grades, grade_messages, parse_grade
 
-from ..rundir import (
-    NO_SCOREABLE_ROWS,
-    Appender,
-    finished_tasks,
-    read_predictions,
-    read_results,
-    run_docs,
-    write_json,
-)
-from ..runstate import RunLock
+from ..rundir import NO_SCOREABLE_ROWS, RunDir
 from .cache import VerdictCache
 from .client import JudgeCallError, JudgeClient
 from .config import JudgeConfig
@@ -92,36 +82,23 @@ class IncompleteJudging(TaskError):
     """Raised after judging when a task's missing verdicts exceed the allowed share (metrics are written)."""
 
 
-def read_verdicts(path: Path) -> dict:
-    """(doc id, run) -> the last verdict line written for it."""
-    out = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash: that verdict is asked again (the cache answers it)
-            out[(row["question_id"], row["run"])] = row
-    return out
-
-
 def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClient, cache: VerdictCache,
                allow_missing: float = 0.0, fresh: bool = False) -> dict:
     """Judge one task of a run; `fresh` asks again for every verdict (stored and cached ones included)."""
     if name not in PROTOCOLS:
         raise TaskError(f"{name} is not judged (judged tasks: {', '.join(PROTOCOLS)})")
     protocol, model = PROTOCOLS[name], config.model_for(name)
-    task, docs = run_docs(run_dir, name)
-    texts, _ = read_predictions(run_dir / name / "predictions.jsonl")
-    verdict_file = run_dir / name / "judge.jsonl"
-    stored = read_verdicts(verdict_file)
+    run_files = RunDir(run_dir)
+    task, docs = run_files.run_docs(name)
+    texts, _ = run_files.answers(name)
+    stored = run_files.read_verdicts(name)
     ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
     jobs = [(i, r) for i, doc_id in enumerate(ids) if doc_id in texts for r in range(config.runs)
             if fresh or (stored.get((doc_id, r)) or {}).get("status") != "ok"
             or stored[(doc_id, r)].get("model") != model]
     counters = {"fresh_calls": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0}
     lock = threading.Lock()  # guards the counters and the verdict file
-    writer = Appender(verdict_file)
+    writer = run_files.verdict_appender(name)
 
     def judge_one(job):
         index, run = job
@@ -213,17 +190,13 @@ def _metrics(name, task, docs, ids, texts, stored, config, model, allow_missing)
 
 
 def _record(run_dir: Path, name: str, task, metrics: dict) -> None:
-    """Put the judged metrics into the task's metrics.json and the run's results.json."""
-    entry_file = run_dir / name / "metrics.json"
-    entry = json.loads(entry_file.read_text()) if entry_file.is_file() else {"task": name, "version": task.version}
+    """Put the judged metrics into the task's metrics entry and the run's results."""
+    run_files = RunDir(run_dir)
+    entry = run_files.entry(name) or {"task": name, "version": task.version}
     entry.update(primary_metric=task.primary_metric, scored_locally=False, judged=True, metrics=metrics)
     for key in ("judged_stale", "stale_judged_metrics"):  # judged again: the numbers now cover every answer
         entry.pop(key, None)
-    write_json(entry_file, entry)
-    results_file = run_dir / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    results[name] = entry
-    write_json(results_file, results)
+    run_files.record(name, entry)
 
 
 def judge_run(run_dir: Path, names: list[str] | None, config: JudgeConfig, *, no_cache: bool = False,
@@ -231,13 +204,13 @@ def judge_run(run_dir: Path, names: list[str] | None, config: JudgeConfig, *, no
     """Judge every judged task of a run (or `names`): probe first, then judge; returns metrics per task. The
     run directory's lock is held throughout, so a live `run` and a `judge` never write the same files."""
     run_dir = Path(run_dir)
-    finished_tasks(run_dir)  # not a run directory: refused before a lock file is made there
-    with RunLock(run_dir):
+    RunDir(run_dir).finished_tasks()  # not a run directory: refused before a lock file is made there
+    with RunDir(run_dir).lock():
         return _judge_locked(run_dir, names, config, no_cache, allow_missing, echo)
 
 
 def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, allow_missing: float, echo) -> dict:
-    results_now = read_results(run_dir)
+    results_now = RunDir(run_dir).read_results()
     available = [n for n in results_now if n in PROTOCOLS]
     wanted = names or available
     unknown = [n for n in wanted if n not in available]
@@ -252,7 +225,7 @@ def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, all
         return {}
     client = JudgeClient(config)
     client.probe(config.model_for(wanted[0]))
-    cache = VerdictCache(Path(config.cache) if config.cache else run_dir / "judge-cache.sqlite", enabled=not no_cache)
+    cache = VerdictCache(Path(config.cache) if config.cache else RunDir(run_dir).judge_cache, enabled=not no_cache)
     results, incomplete = {}, []
     try:
         for name in wanted:
@@ -260,7 +233,7 @@ def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, all
                 results[name] = judge_task(run_dir, name, config, client, cache, allow_missing, fresh=no_cache)
             except IncompleteJudging as exc:
                 incomplete.append(str(exc))
-                results[name] = json.loads((run_dir / name / "metrics.json").read_text())["metrics"]
+                results[name] = RunDir(run_dir).entry(name)["metrics"]
             echo(format_judged(name, results[name]))
     finally:
         cache.close()
