@@ -204,6 +204,20 @@ def run(**params):
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--tasks", "task_list", default=None, help="Comma-separated tasks (default: every finished task).")
+@user_errors
+def rescore(run_dir, task_list):
+    """Score a run's stored answers again with the current scorers (no model, nothing regenerated) and
+    rewrite its items, metrics and results with the scoring versions used."""
+    from .rescore import rescore as rescore_run
+    from .rundir import RunDir
+
+    rescore_run(run_dir, task_list.split(",") if task_list else None, echo=click.echo)
+    click.echo(f"results: {RunDir(run_dir).results_file}")
+
+
+@main.command()
 @click.option("--task", "task_name", required=True)
 @click.option("--data", required=True, type=click.Path(), help="Rows in the task's schema (.jsonl/.parquet).")
 @click.option("--predictions", required=True, type=click.Path(),

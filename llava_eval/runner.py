@@ -1,8 +1,9 @@
 """Generate, then score: answers a run's tasks into its run directory (rundir.RunDir) and scores the answers.
 
 A rerun into the same directory resumes: docs with a stored prediction are skipped when its fingerprints
-(model, generation settings, task version, prompt, image) still hold, and the run is refused
-when one does not. A last line torn by a crash is repaired. Images that cannot be read become error lines for
+(model, generation settings, the task's generation version, prompt, image) still hold, and the run is refused
+when one does not. A scorer fix (`Task.scoring_version`) is in no fingerprint: the rerun keeps every answer
+and rescores. A last line torn by a crash is repaired. Images that cannot be read become error lines for
 their doc (id and reason), counted in the metrics and retried on the next rerun; they never stop the run. A
 task whose every image failed reports `no_scoreable_rows` instead of a metric.
 """
@@ -75,7 +76,8 @@ def prompt_fp(task: Task, doc: dict) -> str:
 
 
 def task_fingerprints(task: Task, model_fp: str) -> dict:
-    """What every answer of the task depends on: the model, the generation settings and the task's version."""
+    """What every answer of the task depends on: the model, the generation settings and the task's generation
+    version (not its scoring version: rescoring needs no new answer)."""
     from llava_types import GenerationSettings
 
     return {"model": model_fp, "settings": settings_fingerprint(GenerationSettings(max_new_tokens=task.max_new_tokens)),
@@ -266,9 +268,10 @@ def _run_task(answerer: Answerer, options: RunOptions, task: Task, docs: Docs, b
     started = time.perf_counter()
     generated = generate_task(task, docs, answerer, options, shard=shard, progress=bar)
     metrics = score_task(task, list(docs.without_images(task)), run)
-    entry = {"task": task.name, "version": task.version, "data": docs.source, "options": options.data_options,
-             "primary_metric": task.primary_metric, "scored_locally": task.scored_locally, "metrics": metrics,
-             "generated": generated, "seconds": round(time.perf_counter() - started, 2)}
+    entry = {"task": task.name, "version": task.version, "scoring_version": task.scoring_version,
+             "data": docs.source, "options": options.data_options, "primary_metric": task.primary_metric,
+             "scored_locally": task.scored_locally, "metrics": metrics, "generated": generated,
+             "seconds": round(time.perf_counter() - started, 2)}
     if judged:
         entry = _carry_judged(entry, judged, unchanged=covered == (options.data_options, _answered(run, task.name)))
     return entry

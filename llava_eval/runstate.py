@@ -3,9 +3,10 @@ settings, a predictions reader that repairs a torn last line, and the environmen
 (the lock against two writers is the run directory's: rundir.RunLock).
 
 Every prediction line carries `fp`: the fingerprints of its prompt (the rendered conversation and the
-images' bytes), the generation settings, the task version and the model. On a rerun into the same
-directory, lines whose fingerprints still hold are kept and their docs skipped; any difference stops
-the run and names the setting that changed.
+images' bytes), the generation settings, the task's generation version (`Task.version`: prompt and request;
+a scorer fix bumps `Task.scoring_version` instead, which no answer depends on) and the model. On a rerun into
+the same directory, lines whose fingerprints still hold are kept and their docs skipped; any difference
+stops the run and names the setting that changed.
 """
 
 from __future__ import annotations

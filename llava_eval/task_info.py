@@ -29,6 +29,8 @@ def task_contract(name: str) -> list[str]:
         f"image mode:  {task.image_mode or 'checkpoint default (pad for LLaVA-1.5)'}",
         f"metrics:     {', '.join(task.metrics)} (primary: {task.primary_metric})",
         f"scored:      {'locally' if task.scored_locally else 'by the evaluation server or GPT judge'}",
+        f"versions:    request {task.version}, scoring {task.scoring_version} (a scoring change rescores the "
+        "stored answers; a request change needs new ones)",
         "prompt example (user turn, before the vicuna_v1 template):",
         "  " + repr(task.request(task.synthetic_docs(1)[0], 0, ("image",)).messages[0].text),
     ]
