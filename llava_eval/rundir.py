@@ -227,7 +227,7 @@ class RunLock:
     SIGKILL, so a killed run never leaves a stale lock behind."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / LOCK
+        self.path = RunDir(run_dir).lock_file
         self.file = None
 
     def __enter__(self) -> RunLock:
