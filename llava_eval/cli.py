@@ -11,6 +11,7 @@ import click
 
 from .scheduling import STRATEGIES  # the --engine names; no torch behind it, so --help stays fast
 
+ENGINES = list(STRATEGIES)
 MODEL_HELP = ("Checkpoint directory (llava-hf or original LLaVA format; the backend is picked by its architecture), "
               "built-in checkpoint (tiny-shapes), preset name (tiny: random weights) or BACKEND:MODEL (llava:DIR).")
 
@@ -80,20 +81,28 @@ def judge_options(fn):
     return fn
 
 
-def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency, timeout,
-                      retries):
-    from .judge.config import check_endpoint, load_judge_config
-    from .judge.run import judged_tasks
-
-    check_endpoint(api_key_env, base_url)
-    models = {t: judge_model for t in judged_tasks()} if judge_model else None
-    config = load_judge_config(judge_config, provider=provider, base_url=base_url, api_key_env=api_key_env,
-                               runs=runs, concurrency=concurrency, timeout=timeout, retries=retries)
-    if models:
-        import dataclasses
-
-        config = dataclasses.replace(config, models={**config.models, **models})
-    return config
+def run_options(fn):
+    options = [
+        click.option("--tasks", "task_list", default=None, help="Comma-separated task names."),
+        click.option("--suite", default=None, help="Suite name (llava-1.5, llava-1.5-local)."),
+        click.option("--data", default="synthetic", show_default=True,
+                     help="synthetic | hub | hub:OWNER/NAME[:CONFIG][@REV] | FILE.jsonl/.parquet | DIR | llava:DIR"),
+        click.option("--data-root", default=None, type=click.Path(), help="Root for image paths in local rows."),
+        click.option("--limit", default=None, type=click.IntRange(min=1),
+                     help="Rows per task (synthetic: rows drawn)."),
+        click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1)),
+        click.option("--out", "out_dir", default=None, type=click.Path(), help="Run directory (default runs/<time>)."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out (which must exist); a rerun into the "
+                     "same directory resumes too. Refused when the model, settings or prompts changed."),
+        click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."),
+        click.option("--engine", type=click.Choice(ENGINES), default="fast", show_default=True,
+                     help="fast: one vision pass and prefix prefill per image, batched decode; reference: the "
+                          "batched plain engine (batch size 1 = the original scripts' loop). Same answers on CPU "
+                          "float32."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 def load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine):
@@ -103,6 +112,17 @@ def load_from_options(model, device, dtype, template, image_mode, vision_tower, 
 
     return open_backend(model, BackendOptions(device=device, dtype=dtype, template=template, image_mode=image_mode,
                                               vision_tower=vision_tower, batch_size=batch_size, engine=engine))
+
+
+def load_model(options, shard):
+    """The model a `run` answers with (runner.Answerer): the backend `--model` names, on this rank's device
+    under torchrun."""
+    from .runner import Answerer
+
+    m = options.model
+    backend = load_from_options(m.model, m.device or shard.device(), m.dtype, m.template, m.image_mode,
+                                m.vision_tower, options.batch_size, m.engine)
+    return Answerer(backend, backend.source, backend.fingerprint(), backend.record())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,126 +183,35 @@ def convert(src, dst, vision_tower, dtype):
 @user_errors
 def tasks(show):
     """List tasks and suites, or show one task's source, split, doc-id rule, prompt, metrics, version."""
-    from tasks.registry import SUITES, get_task, load_all
+    from .task_info import task_contract, task_list
 
-    if show:
-        task = get_task(show)
-        hub = str(task.hub) if task.hub else "-"
-        lines = [
-            f"task:        {task.name} (version {task.version}) - {task.title}",
-            f"reference:   {task.reference}",
-            f"source:      {hub}",
-            f"split:       {task.split}",
-            f"rows:        {_row_count(task)}",
-            f"doc id:      {task.doc_id_rule}",
-            f"columns:     {', '.join(f'{k}:{v}' for k, v in task.schema.items())}",
-            f"max tokens:  {task.max_new_tokens}",
-            f"image mode:  {task.image_mode or 'checkpoint default (pad for LLaVA-1.5)'}",
-            f"metrics:     {', '.join(task.metrics)} (primary: {task.primary_metric})",
-            f"scored:      {'locally' if task.scored_locally else 'by the evaluation server or GPT judge'}",
-            "prompt example (user turn, before the vicuna_v1 template):",
-        ]
-        click.echo("\n".join(lines))
-        click.echo("  " + repr(task.request(task.synthetic_docs(1)[0], 0, ("image",)).messages[0].text))
-        return
-    for name, cls in sorted(load_all().items()):
-        click.echo(f"{name:18} v{cls.version}  {cls.title}")
-    click.echo("")
-    for suite, names in SUITES.items():
-        click.echo(f"suite {suite}: {', '.join(names)}")
-
-
-def _row_count(task) -> str:
-    return f"{task.row_count:,}" if task.row_count else "not fixed (see split)"
+    click.echo("\n".join(task_contract(show) if show else task_list()))
 
 
 @main.command()
 @model_options
-@click.option("--tasks", "task_list", default=None, help="Comma-separated task names.")
-@click.option("--suite", default=None, help="Suite name (llava-1.5, llava-1.5-local).")
-@click.option("--data", default="synthetic", show_default=True,
-              help="synthetic | hub | hub:OWNER/NAME[:CONFIG][@REV] | FILE.jsonl/.parquet | DIR | llava:DIR")
-@click.option("--data-root", default=None, type=click.Path(), help="Root for image paths in local rows.")
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="Rows per task (synthetic: rows drawn).")
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--out", "out_dir", default=None, type=click.Path(), help="Run directory (default runs/<time>).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out (which must exist); a rerun into the "
-              "same directory resumes too. Refused when the model, settings or prompts changed.")
-@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
-@click.option("--engine", type=click.Choice(list(STRATEGIES)), default="fast", show_default=True,
-              help="fast: one vision pass and prefix prefill per image, batched decode; reference: the batched "
-                   "plain engine (batch size 1 = the original scripts' loop). Same answers on CPU float32.")
+@run_options
 @judge_options
 @user_errors
-def run(model, device, dtype, template, image_mode, vision_tower, task_list, suite, data, data_root, limit,
-        batch_size, out_dir, resume, progress, engine, judge_config, provider, base_url, api_key_env, judge_model, runs,
-        concurrency, timeout, retries, no_cache, allow_missing):
+def run(**params):
     """Generate answers for tasks and score them into a run directory."""
-    import time
-    from pathlib import Path
+    from .run_command import run_command
 
-    from llava_types import UserError
-    from tasks.registry import resolve
+    run_command(params, load_model)
 
-    from .errors import DISK_FULL, check_output, disk_full_in_run
-    from .judge.config import check_endpoint
-    from .runner import load_task_docs, shard_from_env
-    from .runner import run as run_tasks
-    from .runstate import RunLock, environment
 
-    names = resolve(task_list, suite)
-    shard = shard_from_env()  # data-parallel under torchrun: rank r answers the r-th block of the docs
-    if shard.world > 1 and device is None:
-        import os
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--tasks", "task_list", default=None, help="Comma-separated tasks (default: every finished task).")
+@user_errors
+def rescore(run_dir, task_list):
+    """Score a run's stored answers again with the current scorers (no model, nothing regenerated) and
+    rewrite its items, metrics and results with the scoring versions used."""
+    from .rescore import rescore as rescore_run
+    from .rundir import RunDir
 
-        import torch
-
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
-    say = click.echo if shard.main else (lambda *a, **k: None)
-    from .judge.run import judged_tasks
-
-    judged = judged_tasks(names)
-    check_endpoint(api_key_env, base_url)  # refused even when no task is judged: the command line is recorded
-    configured = judge_config or provider or base_url
-    config = judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
-                               timeout, retries) if configured and judged else None
-    if config is not None:
-        config.api_key()  # a missing key stops here, before the model is loaded
-    if resume and not (out_dir and (Path(out_dir) / "config.json").is_file()):
-        raise UserError("--resume needs --out naming an existing run directory (with config.json)")
-    if shard.world > 1 and not out_dir:
-        raise UserError("a data-parallel run (torchrun) needs --out: every rank must write to the same directory")
-    out = check_output(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}", "--out", folder=True)
-    docs = load_task_docs(names, data, data_root, limit)  # bad data: one error line before the model loads
-    if shard.main and out.is_dir():
-        with RunLock(out):  # a directory a live run or judge holds is refused before the model loads
-            pass
-    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine)
-    fingerprint = backend.fingerprint()
-    say(f"model {backend.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; run directory {out}"
-        + (f"; {shard.world} processes" if shard.world > 1 else ""))
-    try:
-        run_tasks(backend, names, out, model_id=backend.source, data=data, data_root=data_root, limit=limit,
-                  batch_size=batch_size, echo=say, model_fp=fingerprint, env=environment(backend.record()),
-                  progress=progress if shard.main else False, shard=shard, docs=docs)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
-                   "(or add --resume) to continue", err=True)
-        sys.exit(130)
-    except OSError as exc:
-        if exc.errno not in DISK_FULL:
-            raise
-        raise disk_full_in_run(exc, out) from None
-    if not shard.main:
-        return
-    if config is not None:
-        from .judge.run import judge_run
-
-        judge_run(out, judged, config, no_cache=no_cache, allow_missing=allow_missing, echo=click.echo)
-    elif judged:
-        click.echo(f"not judged (no judge configured): {', '.join(judged)}; answers are saved, judge them later "
-                   f"with `llava-eval judge {out} --judge-config FILE`")
-    click.echo(f"results: {out / 'results.json'}")
+    rescore_run(run_dir, task_list.split(",") if task_list else None, echo=click.echo)
+    click.echo(f"results: {RunDir(run_dir).results_file}")
 
 
 @main.command()
@@ -318,34 +247,9 @@ def score(task_name, data, predictions):
 @user_errors
 def submit(run_dir, task_name, out_file, data, extra_items):
     """Write the evaluation-server file of a task from a run directory."""
-    from pathlib import Path
+    from .submission import write_submission
 
-    from tasks.base import TaskError
-    from tasks.registry import get_task
-
-    from .data import load_docs
-    from .errors import check_output
-    from .rundir import read_predictions, task_data_options
-
-    check_output(out_file, "--out")
-    run_path = Path(run_dir)
-    task = get_task(task_name)
-    pred_file = run_path / task_name / "predictions.jsonl"
-    if not pred_file.is_file():
-        raise TaskError(f"no predictions for {task_name} in {run_path}")
-    options = task_data_options(run_path, task_name)
-    docs = load_docs(task, data or options["data"], data_root=options["data_root"],
-                     limit=options["limit"]).without_images(task)
-    texts, _ = read_predictions(pred_file)
-    extra = {}
-    for item in extra_items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise TaskError(f"--extra takes KEY=VALUE, got {item!r}")
-        extra[key] = value
-    suffix, content = task.submission(list(docs), texts, extra)
-    Path(out_file).write_bytes(content)
-    click.echo(f"wrote {out_file} ({suffix}, {len(texts)} answers)")
+    click.echo(write_submission(run_dir, task_name, out_file, data, extra_items))
 
 
 @main.command()
@@ -388,6 +292,7 @@ def compare(run_a, run_b, task_list, csv_file):
     p-value, and McNemar's exact test where every score is right or wrong."""
     from .errors import check_output
     from .stats import compare_runs
+    from .summary import compare_lines
 
     if csv_file:
         check_output(csv_file, "--csv")
@@ -395,14 +300,7 @@ def compare(run_a, run_b, task_list, csv_file):
     if not rows:
         click.echo("no locally scored task finished in both runs")
         return
-    click.echo(f"A = {run_a}\nB = {run_b}")
-    click.echo(f"{'task':16} {'metric':11} {'n':>6} {'A':>8} {'B':>8} {'B-A':>8} {'95% CI':>18} "
-               f"{'p(boot)':>8} {'p(McN)':>8}  verdict (test)")
-    for r in rows:
-        mc = f"{r['p_mcnemar']:.3g}" if "p_mcnemar" in r else "n/a"
-        click.echo(f"{r['task']:16} {r['metric']:11} {r['n_shared']:>6} {r['a']:>8.2f} {r['b']:>8.2f} "
-                   f"{r['diff']:>+8.2f} {'[' + format(r['low'], '.2f') + ', ' + format(r['high'], '.2f') + ']':>18} "
-                   f"{r['p_bootstrap']:>8.3g} {mc:>8}  {r['verdict']} ({r['test']})")
+    click.echo("\n".join(compare_lines(rows, run_a, run_b)))
     if csv_file:
         import pandas as pd
 
@@ -434,24 +332,24 @@ def report(run_dir, out_file, max_samples):
 @click.option("--tasks", "task_list", default=None, help="Comma-separated judged tasks (default: all in the run).")
 @judge_options
 @user_errors
-def judge(run_dir, task_list, judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
-          timeout, retries, no_cache, allow_missing):
+def judge(run_dir, task_list, **params):
     """Judge a run's LLaVA-Bench and MM-Vet answers with a GPT judge (cached; reruns fill only what is
     missing). Exit status 3 when a task is left incomplete."""
     from pathlib import Path
 
     from .judge.run import IncompleteJudging, judge_run
+    from .options import JudgeOptions
 
-    config = judge_config_from(judge_config, provider, base_url, api_key_env, judge_model, runs, concurrency,
-                               timeout, retries)
+    options = JudgeOptions(**params)
+    config = options.load()
     try:
         results = judge_run(Path(run_dir), task_list.split(",") if task_list else None, config,
-                            no_cache=no_cache, allow_missing=allow_missing, echo=click.echo)
+                            no_cache=options.no_cache, allow_missing=options.allow_missing, echo=click.echo)
     except IncompleteJudging as exc:
         click.echo(f"incomplete: {exc}", err=True)
         sys.exit(3)
     if not results:
-        click.echo("nothing to judge: the run has no answers of a judged task")
+        click.echo("nothing to judge: the run has no LLaVA-Bench or MM-Vet answers")
 
 
 @main.command()

@@ -6,11 +6,12 @@ or dev-split number is never mistaken for the paper's split.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from tasks.base import TaskError
+
+from .rundir import CONFIG, RESULTS, RunDir
 
 # Paper column -> (tasks that fill it, first present wins; the metric). The paper reports test-dev / test
 # splits where those exist; the local splits follow so that a locally scored run has numbers at all.
@@ -40,16 +41,14 @@ def _number(value) -> float | None:
 
 def run_row(run_dir: Path) -> dict:
     """The leaderboard row of one run directory."""
-    run_dir = Path(run_dir)
-    config_file, results_file = run_dir / "config.json", run_dir / "results.json"
-    if not config_file.is_file() or not results_file.is_file():
-        raise TaskError(f"{run_dir} is not a finished run directory (config.json and results.json expected)")
-    config = json.loads(config_file.read_text())
-    results = json.loads(results_file.read_text())
+    run = RunDir(run_dir)
+    if not run.config_file.is_file() or not run.results_file.is_file():
+        raise TaskError(f"{run} is not a finished run directory ({CONFIG} and {RESULTS} expected)")
+    config, results = run.read_config(), run.read_results()
     row: dict = {"Method": config.get("model"), "date": (config.get("started") or "")[:10],
                  "commit": config.get("git_commit"), "data": config.get("data"), "limit": config.get("limit"),
                  "task_versions": ";".join(f"{k}:{v}" for k, v in sorted(config.get("tasks", {}).items())),
-                 "source": str(run_dir)}
+                 "source": str(run)}
     used = []
     for column, candidates, metric in COLUMNS:
         row[column] = None

@@ -75,20 +75,18 @@ def _task_section(run_dir: Path, name: str, max_samples: int) -> dict:
     from tasks.registry import get_task
 
     from .data import image_root, load_docs
-    from .judge.run import read_verdicts
-    from .rundir import read_items, task_data_options
-    from .runstate import load_prediction_rows
+    from .rundir import RunDir
 
-    task = get_task(name)
-    items = read_items(run_dir / name / "items.jsonl")
-    prompts = {k: r.get("prompt", "") for k, r in load_prediction_rows(run_dir / name / "predictions.jsonl").items()}
-    verdicts = {doc_id: row for (doc_id, _), row in read_verdicts(run_dir / name / "judge.jsonl").items()}
+    task, run = get_task(name), RunDir(run_dir)
+    items = run.read_items(name)
+    prompts = {k: r.get("prompt", "") for k, r in run.prediction_rows(name).items()}
+    verdicts = {doc_id: row for (doc_id, _), row in run.read_verdicts(name).items()}
 
     def failed(item) -> bool:
         return item["score"] is None or item["score"] < 1
 
     order = sorted(range(len(items)), key=lambda i: (not failed(items[i]), i))[:max_samples]
-    options = task_data_options(run_dir, name)
+    options = run.task_data_options(name)
     root = image_root(options["data"], options["data_root"])
     try:
         docs = load_docs(task, options["data"], data_root=options["data_root"], limit=options["limit"])
@@ -114,10 +112,11 @@ def _task_section(run_dir: Path, name: str, max_samples: int) -> dict:
 def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500) -> Path:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from .rundir import read_results, read_run_config
+    from .rundir import RunDir
 
-    config = read_run_config(run_dir)
-    results = read_results(run_dir)
+    run = RunDir(run_dir)
+    config = run.read_config()
+    results = run.read_results()
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html", "jinja"]))
     html = env.get_template("report.html.jinja").render(
@@ -125,7 +124,7 @@ def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500)
         started=config.get("started"), commit=config.get("git_commit"),
         synthetic=config.get("data") == "synthetic", summary=_summary(results),
         tasks=[_task_section(run_dir, n, max_samples) for n in results
-               if (run_dir / n / "items.jsonl").is_file()])
+               if run.has_items(n)])
     out = out or run_dir / "report.html"
     out.write_text(html, encoding="utf-8")
     return out

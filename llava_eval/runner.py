@@ -1,27 +1,15 @@
-"""Generate, then score: runs tasks into a run directory.
-
-    <out>/config.json                 settings, versions, fingerprints and command line, written once every
-                                      task's rows have loaded and extended on every resume
-    <out>/.lock                       held while a run writes here: a second run into the folder is refused
-    <out>/<task>/predictions.jsonl    one line per doc in the original LLaVA answer-file format plus `fp`
-                                      (fingerprints), appended (flushed and fsynced) as each batch finishes
-    <out>/<task>/items.jsonl          per-doc prediction, parsed answer, gold and score
-    <out>/<task>/metrics.json         written the moment the task finishes, with a bootstrap interval and the
-                                      data options that produced it; a judge's numbers are kept (see _carry_judged)
-    <out>/results.json                all finished tasks
+"""Generate, then score: answers a run's tasks into its run directory (rundir.RunDir) and scores the answers.
 
 A rerun into the same directory resumes: docs with a stored prediction are skipped when its fingerprints
-(model, generation settings, task version, prompt, image) still hold, and the run is refused when one does
-not. A last line torn by a crash is repaired. Images that cannot be read become error lines for their doc
-(id and reason), counted in the metrics and retried on the next rerun; they never stop the run. A task whose
-every image failed reports `no_scoreable_rows` instead of a metric. Reading the files back: rundir.py.
+(model, generation settings, the task's generation version, prompt, image) still hold, and the run is refused
+when one does not. A scorer fix (`Task.scoring_version`) is in no fingerprint: the rerun keeps every answer
+and rescores. A last line torn by a crash is repaired. Images that cannot be read become error lines for
+their doc (id and reason), counted in the metrics and retried on the next rerun; they never stop the run. A
+task whose every image failed reports `no_scoreable_rows` instead of a metric.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,19 +20,10 @@ from llava_types import Backend, Model
 from tasks.base import Task, TaskError
 from tasks.registry import get_task
 
-from .data import Docs, image_root, load_docs, resolve_image
-from .rundir import (
-    DATA_OPTIONS,
-    NO_SCOREABLE_ROWS,
-    Appender,
-    read_json,
-    read_predictions,
-    task_data_options,
-    write_items,
-    write_json,
-)
+from .data import Docs, load_docs, resolve_image
+from .options import RunOptions
+from .rundir import DATA_OPTIONS, NO_SCOREABLE_ROWS, RunDir
 from .runstate import (
-    RunLock,
     check_fingerprints,
     digest,
     environment,
@@ -52,66 +31,26 @@ from .runstate import (
     load_prediction_rows,
     settings_fingerprint,
 )
+from .shard import SINGLE, Shard
+from .summary import format_row
 
 IMAGE_CHECKS = 32  # stored predictions per task whose images are re-read and compared on resume
+# What a resume adds to the config's `resumes` list: who ran it, and the options that may differ.
+RESUME_KEYS = ("started", "command", "git_commit", "llava_eval", "batch_size", *DATA_OPTIONS)
 
 
 @dataclass(frozen=True)
-class Shard:
-    """This process's share of a data-parallel run (torchrun): rank r answers the r-th contiguous block of
-    the unanswered docs (deterministic: every rank computes the same list after a barrier) and appends them
-    to its own `predictions.rank<r>.jsonl`; rank 0 merges the rank files into `predictions.jsonl`, scores and
-    writes the metrics. One process: rank 0 of 1."""
+class Answerer:
+    """The model a run answers with, and what the run records of it."""
 
-    rank: int = 0
-    world: int = 1
+    model: Model
+    model_id: str  # written into every answer line and the config
+    fingerprint: str | None = None  # the model fingerprint; None: a digest of model_id stands in
+    device: dict | None = None  # device, dtype and device name, for the config
 
     @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
-def shard_from_env() -> Shard:
-    """The shard of a process started by torchrun (WORLD_SIZE > 1): joins the process group (NCCL on GPUs,
-    gloo on CPU); otherwise the single shard."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Shard()
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return Shard(dist.get_rank(), dist.get_world_size())
-
-
-def merge_rank_files(pred_file: Path) -> int:
-    """Append the answers of `predictions.rank*.jsonl` that `predictions.jsonl` lacks, in doc-id order of the
-    rank files, then delete them; returns how many lines were added."""
-    rank_files = sorted(pred_file.parent.glob("predictions.rank*.jsonl"))
-    if not rank_files:
-        return 0
-    have = load_prediction_rows(pred_file, repair=True)
-    added = []
-    for f in rank_files:
-        for doc_id, row in load_prediction_rows(f, repair=True).items():
-            if "text" in row and "text" not in have.get(doc_id, {}) or doc_id not in have:
-                have[doc_id] = row
-                added.append(row)
-    out = Appender(pred_file)
-    try:
-        out.write(added)
-    finally:
-        out.close()
-    for f in rank_files:
-        f.unlink()
-    return len(added)
+    def fp(self) -> str:
+        return self.fingerprint or digest(self.model_id)
 
 
 def build_requests(task: Task, docs: Docs, indices, data_root: Path | None):
@@ -137,6 +76,8 @@ def prompt_fp(task: Task, doc: dict) -> str:
 
 
 def task_fingerprints(task: Task, model_fp: str) -> dict:
+    """What every answer of the task depends on: the model, the generation settings and the task's generation
+    version (not its scoring version: rescoring needs no new answer)."""
     from llava_types import GenerationSettings
 
     return {"model": model_fp, "settings": settings_fingerprint(GenerationSettings(max_new_tokens=task.max_new_tokens)),
@@ -158,45 +99,65 @@ def _check_stored(task: Task, docs: Docs, light: Docs, pred_file: Path, rows: di
     check_fingerprints(pred_file, answered, expected, per_doc)
 
 
-def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_id: str,
-                  data_root: Path | None, model_fp: str | None = None, batch_size: int = 8, progress=None,
-                  shard: Shard = Shard()) -> int:
-    """Answer this shard's docs of `task` that have no stored answer; returns how many were generated."""
-    expected = task_fingerprints(task, model_fp or digest(model_id))
+def merge_rank_files(run: RunDir, name: str) -> int:
+    """Append the answers of the task's rank files that its answer file lacks, in doc-id order of the rank
+    files, then delete them; returns how many lines were added."""
+    rank_files = run.rank_predictions(name)
+    if not rank_files:
+        return 0
+    have = run.prediction_rows(name, repair=True)
+    added = []
+    for f in rank_files:
+        for doc_id, row in load_prediction_rows(f, repair=True).items():
+            if "text" in row and "text" not in have.get(doc_id, {}) or doc_id not in have:
+                have[doc_id] = row
+                added.append(row)
+    out = run.appender(name)
+    try:
+        out.write(added)
+    finally:
+        out.close()
+    for f in rank_files:
+        f.unlink()
+    return len(added)
+
+
+def generate_task(task: Task, docs: Docs, answerer: Answerer, options: RunOptions, *, shard: Shard = SINGLE,
+                  progress=None) -> int:
+    """Answer this shard's docs of `task` that have no stored answer; returns how many were unanswered."""
+    run = RunDir(options.out)
+    expected = task_fingerprints(task, answerer.fp)
     if shard.main:
-        merge_rank_files(pred_file)  # answers of an interrupted data-parallel run
+        merge_rank_files(run, task.name)  # answers of an interrupted data-parallel run
     shard.barrier()
-    rows = load_prediction_rows(pred_file, repair=shard.main)
+    rows = run.prediction_rows(task.name, repair=shard.main)
     light = docs.without_images(task)
-    _check_stored(task, docs, light, pred_file, rows, expected, data_root)
+    _check_stored(task, docs, light, run.predictions(task.name), rows, expected, options.image_root)
     missing = [i for i in range(len(light)) if "text" not in rows.get(task.doc_id(light[i], i), {})]
-    # Contiguous blocks, so the questions on one image mostly stay in one process (one vision pass, one prefill).
-    per = -(-len(missing) // shard.world)
-    todo = missing[shard.rank * per:(shard.rank + 1) * per]
-    if shard.world > 1:
-        pred_file = pred_file.with_name(f"predictions.rank{shard.rank}.jsonl")
+    todo = shard.block(missing)
     if progress is not None:
         progress.reset(total=len(light))
         progress.update(len(light) - len(todo))
-    out = Appender(pred_file)
-    step = model.chunk_size if isinstance(model, Backend) else batch_size
+    out = run.appender(task.name, shard.rank if shard.world > 1 else None)
+    step = answerer.model.chunk_size if isinstance(answerer.model, Backend) else options.batch_size
     chunks = [todo[start:start + step] for start in range(0, len(todo), step)]
     # The next chunk's images are read and decoded in a background thread while the model answers this one.
     prefetch = ThreadPoolExecutor(max_workers=1)
-    pending = prefetch.submit(build_requests, task, docs, chunks[0], data_root) if chunks else None
+    pending = prefetch.submit(build_requests, task, docs, chunks[0], options.image_root) if chunks else None
     try:
         for number, chunk in enumerate(chunks):
             requests, errors = pending.result()
             if number + 1 < len(chunks):
-                pending = prefetch.submit(build_requests, task, docs, chunks[number + 1], data_root)
-            texts = model.generate(requests) if requests else []
+                pending = prefetch.submit(build_requests, task, docs, chunks[number + 1], options.image_root)
+            texts = answerer.model.generate(requests) if requests else []
             index_of = {task.doc_id(light[i], i): i for i in chunk}
             lines = []
             for request, text in zip(requests, texts, strict=True):
                 fp = dict(expected, prompt=prompt_fp(task, light[index_of[request.doc_id]]),
                           image=image_fingerprint(request.images))
                 lines.append({"question_id": request.doc_id, "prompt": request.messages[-1].text, "text": text,
-                              "model_id": model_id, "task": task.name, "task_version": task.version, "fp": fp})
+                              "model_id": answerer.model_id, "task": task.name, "task_version": task.version,
+                              "fp": fp})
             lines += [{"question_id": d, "error": e, "task": task.name} for d, e in errors]
             out.write(lines)
             if progress is not None:
@@ -206,30 +167,27 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
         out.close()
     shard.barrier()
     if shard.main and shard.world > 1:
-        merge_rank_files(pred_file.with_name("predictions.jsonl"))
+        merge_rank_files(run, task.name)
     return len(missing)
 
 
-def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None = None) -> dict:
-    """Metrics of the stored predictions, with a bootstrap interval of the primary metric; the per-doc items
-    go to `items_file` when given. A task none of whose docs has an answer (every image failed) gets no metric:
-    scoring empty answers would print a number that measures nothing."""
+def score_task(task: Task, rows: list[dict], run: RunDir) -> dict:
+    """Metrics of the task's stored answers on `rows` (without images), with a bootstrap interval of the
+    primary metric; the per-doc items are written to the run. A task none of whose docs has an answer (every
+    image failed) gets no metric: scoring empty answers would print a number that measures nothing."""
     from .stats import bootstrap_ci
 
-    texts, errors = read_predictions(pred_file)
-    light = list(docs.without_images(task))
-    if not any(task.doc_id(doc, i) in texts for i, doc in enumerate(light)):
-        if items_file is not None:
-            items_file.unlink(missing_ok=True)  # items of an earlier scoring no longer describe this task
-        return {"status": NO_SCOREABLE_ROWS, "n_docs": len(light), "n_missing": len(light), **_error_fields(errors)}
-    metrics, items = task.score(light, texts)
+    texts, errors = run.answers(task.name)
+    if not any(task.doc_id(doc, i) in texts for i, doc in enumerate(rows)):
+        run.drop_items(task.name)  # items of an earlier scoring no longer describe this task
+        return {"status": NO_SCOREABLE_ROWS, "n_docs": len(rows), "n_missing": len(rows), **_error_fields(errors)}
+    metrics, items = task.score(rows, texts)
     metrics.update(_error_fields(errors))
     value = metrics.get(task.primary_metric)
-    ci = bootstrap_ci(task, light, items, point=value if isinstance(value, int | float) else None)
+    ci = bootstrap_ci(task, rows, items, point=value if isinstance(value, int | float) else None)
     if ci is not None:
         metrics["ci95"] = ci
-    if items_file is not None:
-        write_items(items_file, task, light, items)
+    run.write_items(task.name, task, rows, items)
     return metrics
 
 
@@ -237,90 +195,62 @@ def _error_fields(errors: dict) -> dict:
     return {"n_errors": len(errors), **({"errors": dict(list(errors.items())[:20])} if errors else {})}
 
 
-def run_config(model_id: str, names: list[str], data: str, limit: int | None, batch_size: int,
-               model_fp: str | None = None, env: dict | None = None, data_root: str | None = None) -> dict:
-    return {"model": model_id, "model_fingerprint": model_fp, "tasks": {n: get_task(n).version for n in names},
-            "data": data, "data_root": data_root, "limit": limit, "batch_size": batch_size, **(env or environment())}
+def run_config(answerer: Answerer, options: RunOptions) -> dict:
+    """The config a run starts with: model, task versions, data options, batch size and the environment."""
+    return {"model": answerer.model_id, "model_fingerprint": answerer.fingerprint,
+            "tasks": {n: get_task(n).version for n in options.tasks}, **options.data_options,
+            "batch_size": options.batch_size, **environment(answerer.device)}
 
 
-def _update_config(path: Path, fresh: dict) -> None:
-    """First run: write `fresh`. Resume: keep the first record, add the new tasks and a `resumes` entry with
-    this invocation's options."""
-    if not path.is_file():
-        write_json(path, fresh)
-        return
-    config = json.loads(path.read_text())
-    config["tasks"] = {**config.get("tasks", {}), **fresh["tasks"]}
-    config.setdefault("resumes", []).append({k: fresh.get(k) for k in ("started", "command", "git_commit", "llava_eval",
-                                                                       "batch_size", *DATA_OPTIONS)})
-    write_json(path, config)
-
-
-def load_task_docs(names: list[str], data: str = "synthetic", data_root: str | None = None,
-                   limit: int | None = None) -> dict[str, Docs]:
+def load_task_docs(options: RunOptions) -> dict[str, Docs]:
     """Every task's rows, loaded and schema-checked up front: bad data stops a run before a model is loaded
     or anything is written."""
-    return {name: load_docs(get_task(name), data, data_root=data_root, limit=limit) for name in names}
+    return {name: load_docs(get_task(name), options.data, data_root=options.data_root, limit=options.limit)
+            for name in options.tasks}
 
 
-@dataclass(frozen=True)
-class Invocation:
-    """What one `run` call answers with, and the data options it was given (recorded with every task)."""
-
-    model: Model
-    model_id: str
-    model_fp: str | None
-    batch_size: int
-    options: dict
-    shard: Shard = Shard()
-
-    @property
-    def image_root(self) -> Path | None:
-        return image_root(self.options["data"], self.options["data_root"])
+def run(model: Model, names: list[str], out_dir, *, model_id: str, model_fp: str | None = None, echo=print,
+        **options) -> dict:
+    """`evaluate` for scripts and tests: run `names` into `out_dir` with `model`; `options` are the other
+    RunOptions fields (data, data_root, limit, batch_size, progress)."""
+    return evaluate(Answerer(model, model_id, model_fp), RunOptions(tasks=tuple(names), out=Path(out_dir), **options),
+                    echo=echo)
 
 
-def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: str = "synthetic",
-        data_root: str | None = None, limit: int | None = None, batch_size: int = 8, echo=print,
-        model_fp: str | None = None, env: dict | None = None, progress: bool | None = None,
-        shard: Shard = Shard(), docs: dict[str, Docs] | None = None) -> dict:
-    """Run `names` into `out_dir` (resuming what is there); `progress` None shows bars on a terminal only;
-    `docs` are the tasks' rows when already loaded (load_task_docs). Under torchrun every rank calls this
-    with its `shard`; rank 0 alone locks, scores and writes metrics."""
-    import contextlib
-
-    docs = load_task_docs(names, data, data_root, limit) if docs is None else docs
-    job = Invocation(model, model_id, model_fp, batch_size, {"data": data, "data_root": data_root, "limit": limit},
-                     shard)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(out_dir) if shard.main else contextlib.nullcontext():
-        if not shard.main:
-            return _run_worker(job, names, docs, out_dir)
-        config_file = out_dir / "config.json"
-        first = not config_file.is_file()
-        _update_config(config_file, run_config(model_id, names, data, limit, batch_size, model_fp, env, data_root)
-                       | {"world_size": shard.world})
+def evaluate(answerer: Answerer, options: RunOptions, *, echo=print, shard: Shard = SINGLE,
+             docs: dict[str, Docs] | None = None) -> dict:
+    """Run `options.tasks` into `options.out` (resuming what is there); returns every finished task's entry.
+    `docs` are the tasks' rows when already loaded (load_task_docs). Under torchrun every rank calls this with
+    its `shard`; rank 0 alone locks, scores and writes metrics."""
+    docs = load_task_docs(options) if docs is None else docs
+    run = RunDir(options.out)
+    options.out.mkdir(parents=True, exist_ok=True)
+    if not shard.main:
+        return _run_worker(answerer, options, docs, shard)
+    with run.lock():
+        first = run.record_invocation(run_config(answerer, options) | {"world_size": shard.world}, RESUME_KEYS)
         shard.barrier()
         try:
-            return _run_tasks(job, names, docs, out_dir, echo, progress)
+            return _run_tasks(answerer, options, docs, echo, shard)
         except Exception:  # not KeyboardInterrupt: an interrupted first call is resumed with --resume
-            if first and not any(f.stat().st_size for f in out_dir.glob("*/predictions*.jsonl")):
-                config_file.unlink()  # a first call that answered nothing leaves no record of options that did not run
+            # A first call that answered nothing leaves no record of options that never ran.
+            if first and not run.has_answers():
+                run.forget_invocation()
             raise
 
 
-def _run_tasks(job: Invocation, names: list[str], docs: dict, out_dir: Path, echo, progress) -> dict:
+def _run_tasks(answerer: Answerer, options: RunOptions, docs: dict, echo, shard: Shard) -> dict:
     from tqdm.auto import tqdm
 
-    results_file = out_dir / "results.json"
-    results = read_json(results_file) if results_file.is_file() else {}
-    disable = None if progress is None else not progress
-    suite = tqdm(total=len(names), desc="suite", unit="task", position=0, disable=disable, leave=False)
+    run = RunDir(options.out)
+    results = run.results()
+    disable = None if options.progress is None else not options.progress
+    suite = tqdm(total=len(options.tasks), desc="suite", unit="task", position=0, disable=disable, leave=False)
     bar = tqdm(total=0, unit="q", position=1, disable=disable, leave=False, dynamic_ncols=True)
     try:
-        for name in names:
+        for name in options.tasks:
             bar.set_description(name)
-            results[name] = _run_task(job, get_task(name), docs[name], out_dir, bar)
-            write_json(results_file, results)
+            results = run.record(name, _run_task(answerer, options, get_task(name), docs[name], bar, shard))
             suite.update(1)
             (tqdm.write if not suite.disable else echo)(format_row(results[name]))
     finally:
@@ -329,35 +259,32 @@ def _run_tasks(job: Invocation, names: list[str], docs: dict, out_dir: Path, ech
     return results
 
 
-def _run_task(job: Invocation, task: Task, docs: Docs, out_dir: Path, bar) -> dict:
-    """Generate and score one task; its entry is written to `<task>/metrics.json` the moment it is done."""
-    task_dir = out_dir / task.name
-    task_dir.mkdir(exist_ok=True)
-    pred_file = task_dir / "predictions.jsonl"
-    judged = _judged_entry(out_dir, task.name)
-    covered = (task_data_options(out_dir, task.name), _answered(pred_file)) if judged else None
+def _run_task(answerer: Answerer, options: RunOptions, task: Task, docs: Docs, bar, shard: Shard) -> dict:
+    """Generate and score one task; returns its metrics entry (which the caller records at once)."""
+    run = RunDir(options.out)
+    run.task_dir(task.name).mkdir(exist_ok=True)
+    judged = _judged_entry(run, task.name)
+    covered = (run.task_data_options(task.name), _answered(run, task.name)) if judged else None
     started = time.perf_counter()
-    generated = generate_task(task, docs, job.model, pred_file, job.model_id, job.image_root, model_fp=job.model_fp,
-                              batch_size=job.batch_size, progress=bar, shard=job.shard)
-    metrics = score_task(task, docs, pred_file, task_dir / "items.jsonl")
-    entry = {"task": task.name, "version": task.version, "data": docs.source, "options": job.options,
-             "primary_metric": task.primary_metric, "scored_locally": task.scored_locally, "metrics": metrics,
-             "generated": generated, "seconds": round(time.perf_counter() - started, 2)}
+    generated = generate_task(task, docs, answerer, options, shard=shard, progress=bar)
+    metrics = score_task(task, list(docs.without_images(task)), run)
+    entry = {"task": task.name, "version": task.version, "scoring_version": task.scoring_version,
+             "data": docs.source, "options": options.data_options, "primary_metric": task.primary_metric,
+             "scored_locally": task.scored_locally, "metrics": metrics, "generated": generated,
+             "seconds": round(time.perf_counter() - started, 2)}
     if judged:
-        entry = _carry_judged(entry, judged, unchanged=covered == (job.options, _answered(pred_file)))
-    write_json(task_dir / "metrics.json", entry)
+        entry = _carry_judged(entry, judged, unchanged=covered == (options.data_options, _answered(run, task.name)))
     return entry
 
 
-def _judged_entry(out_dir: Path, name: str) -> dict | None:
+def _judged_entry(run: RunDir, name: str) -> dict | None:
     """The task's stored entry when a judge scored it (now, or before its answers changed); None otherwise."""
-    entry_file = out_dir / name / "metrics.json"
-    entry = read_json(entry_file) if entry_file.is_file() else {}
+    entry = run.entry(name) or {}
     return entry if entry.get("judged") or entry.get("judged_stale") else None
 
 
-def _answered(pred_file: Path) -> set:
-    return set(read_predictions(pred_file)[0])
+def _answered(run: RunDir, name: str) -> set:
+    return set(run.answers(name)[0])
 
 
 def _carry_judged(entry: dict, judged: dict, unchanged: bool) -> dict:
@@ -369,35 +296,9 @@ def _carry_judged(entry: dict, judged: dict, unchanged: bool) -> dict:
     return entry | {"judged_stale": True, "stale_judged_metrics": stale}
 
 
-def _run_worker(job: Invocation, names: list[str], docs: dict, out_dir: Path) -> dict:
+def _run_worker(answerer: Answerer, options: RunOptions, docs: dict, shard: Shard) -> dict:
     """A rank other than 0: answer its share of every task, in step with rank 0 (which holds the lock)."""
-    job.shard.barrier()  # rank 0 has locked the directory and written config.json
-    for name in names:
-        (out_dir / name).mkdir(exist_ok=True)
-        generate_task(get_task(name), docs[name], job.model, out_dir / name / "predictions.jsonl", job.model_id,
-                      job.image_root, model_fp=job.model_fp, batch_size=job.batch_size, shard=job.shard)
+    shard.barrier()  # rank 0 has locked the directory and written the config
+    for name in options.tasks:
+        generate_task(get_task(name), docs[name], answerer, options, shard=shard)
     return {}
-
-
-def format_row(entry: dict) -> str:
-    m = entry["metrics"]
-    flags = [] if m.get("status") == NO_SCOREABLE_ROWS else [
-        f"{m[key]} {label}" for key, label in (("n_missing", "missing"), ("n_errors", "image errors")) if m.get(key)]
-    return (f"{entry['task']:18} {entry['primary_metric']:14} {_shown(entry):>34}  n={m.get('n_docs', 0)}"
-            + (f"  ({', '.join(flags)})" if flags else ""))
-
-
-def _shown(entry: dict) -> str:
-    m = entry["metrics"]
-    if m.get("status") == NO_SCOREABLE_ROWS:
-        return f"no scoreable rows ({m.get('n_errors', 0)} image errors)"
-    if entry.get("judged_stale"):
-        return "needs re-judging (answers changed)"
-    if not entry["scored_locally"] and not entry.get("judged"):
-        return "n/a (server/judge)"
-    value = m.get(entry["primary_metric"])
-    if not isinstance(value, int | float) or math.isnan(value):
-        return "no score (judging incomplete)" if entry.get("judged") else "nan"
-    ci = m.get("ci95")
-    return f"{value:.2f}" + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "") + (
-        " (judged)" if entry.get("judged") else "")

@@ -1,16 +1,16 @@
-"""What makes a run directory safe to resume: a lock against two writers, fingerprints that refuse to mix
-answers made under different settings, a predictions reader that repairs a torn last line, and the
-environment record of `config.json`.
+"""What makes a run directory safe to resume: fingerprints that refuse to mix answers made under different
+settings, a predictions reader that repairs a torn last line, and the environment record of the run's config
+(the lock against two writers is the run directory's: rundir.RunLock).
 
 Every prediction line carries `fp`: the fingerprints of its prompt (the rendered conversation and the
-images' bytes), the generation settings, the task version and the model. On a rerun into the same
-directory, lines whose fingerprints still hold are kept and their docs skipped; any difference stops
-the run and names the setting that changed.
+images' bytes), the generation settings, the task's generation version (`Task.version`: prompt and request;
+a scorer fix bumps `Task.scoring_version` instead, which no answer depends on) and the model. On a rerun into
+the same directory, lines whose fingerprints still hold are kept and their docs skipped; any difference
+stops the run and names the setting that changed.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import platform
@@ -24,7 +24,6 @@ from llava_types import UserError, digest
 
 from .redact import redact_argv
 
-LOCK_NAME = ".lock"
 _DESCRIBE = {"model": "a different model (weights, tokenizer, template or image preprocessing)",
              "settings": "different generation settings", "task_version": "a different task version",
              "prompt": "prompt",
@@ -33,41 +32,6 @@ _DESCRIBE = {"model": "a different model (weights, tokenizer, template or image 
 
 class RunStateError(UserError):
     pass
-
-
-# ---- lock -----------------------------------------------------------------------------------------------
-class RunLock:
-    """An exclusive `flock` on `<run dir>/.lock`: a second run into the same directory is refused while the
-    first is alive. The kernel drops the lock when its holder dies, even by SIGKILL, so a killed run never
-    leaves a stale lock behind."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK_NAME
-        self.file = None
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self.path.open("a+")
-        try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
-            self.file.close()
-            self.file = None
-            raise RunStateError(f"run directory {self.path.parent} is in use by {holder}; wait for it to finish "
-                                "or choose another --out") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"pid {os.getpid()}")
-        self.file.flush()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.file is not None:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
-            self.file.close()
-            self.file = None
 
 
 # ---- fingerprints ---------------------------------------------------------------------------------------

@@ -146,15 +146,14 @@ def significance_label(p: float, alpha: float = 0.05) -> str:
 def compare_runs(run_a, run_b, names: list[str] | None = None, n_boot: int = N_BOOT, seed: int = SEED) -> list[dict]:
     """Per task finished in both runs: the primary metric of each on the docs both answered, the
     difference with its paired-bootstrap interval and p-value, and McNemar where scores are right/wrong."""
-    from pathlib import Path
 
     from tasks.base import TaskError
 
-    from .rundir import finished_tasks, read_predictions, run_docs
+    from .rundir import RunDir
 
-    run_a, run_b = Path(run_a), Path(run_b)
-    in_b = set(finished_tasks(run_b))
-    shared = [t for t in finished_tasks(run_a) if t in in_b]
+    run_a, run_b = RunDir(run_a), RunDir(run_b)
+    in_b = set(run_b.finished_tasks())
+    shared = [t for t in run_a.finished_tasks() if t in in_b]
     if names:
         missing = [n for n in names if n not in shared]
         if missing:
@@ -162,11 +161,11 @@ def compare_runs(run_a, run_b, names: list[str] | None = None, n_boot: int = N_B
         shared = names
     rows = []
     for name in shared:
-        task, docs = run_docs(run_a, name)
+        task, docs = run_a.run_docs(name)
         if not task.scored_locally or task.needs_judge:
             continue
-        texts_a, _ = read_predictions(run_a / name / "predictions.jsonl")
-        texts_b, _ = read_predictions(run_b / name / "predictions.jsonl")
+        texts_a, _ = run_a.answers(name)
+        texts_b, _ = run_b.answers(name)
         if task.doc_id_column is None:  # ids are row positions: a subset would renumber them
             both = docs
         else:

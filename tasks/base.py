@@ -56,7 +56,10 @@ class Task:
     """Base of the benchmark modules. Class attributes declare the contract; methods implement it."""
 
     name: ClassVar[str] = ""
+    # Bump `version` when the request changes (prompt, images, token cap): stored answers are then refused.
+    # Bump `scoring_version` when only parsing, scoring or aggregation changes: the answers stay and are rescored.
     version: ClassVar[int] = 1
+    scoring_version: ClassVar[int] = 1
     title: ClassVar[str] = ""
     reference: ClassVar[str] = ""  # the original LLaVA files whose behaviour this task reproduces
     hub: ClassVar[HubSource | None] = None

@@ -11,7 +11,6 @@ and cost; a task with missing verdicts gets no score unless their share is withi
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,18 +19,7 @@ from pathlib import Path
 from tasks.base import Task, TaskError
 from tasks.registry import get_task, load_all
 
-from ..rundir import (
-    NO_SCOREABLE_ROWS,
-    Appender,
-    finished_tasks,
-    read_json,
-    read_predictions,
-    read_results,
-    read_run_config,
-    run_docs,
-    write_json,
-)
-from ..runstate import RunLock
+from ..rundir import NO_SCOREABLE_ROWS, Appender, RunDir
 from .cache import VerdictCache
 from .client import JudgeCallError, JudgeClient
 from .config import JudgeConfig
@@ -50,19 +38,6 @@ def judged_tasks(names=None) -> list[str]:
     registered = load_all()
     wanted = registered if names is None else names
     return [n for n in wanted if n in registered and registered[n].judge is not None]
-
-
-def read_verdicts(path: Path) -> dict:
-    """(doc id, run) -> the last verdict line written for it."""
-    out = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash: that verdict is asked again (the cache answers it)
-            out[(row["question_id"], row["run"])] = row
-    return out
 
 
 @dataclass
@@ -134,16 +109,16 @@ def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClien
                allow_missing: float = 0.0, fresh: bool = False) -> dict:
     """Judge one task of a run; `fresh` asks again for every verdict (stored and cached ones included)."""
     _judged_task(name)
-    task, docs = run_docs(run_dir, name)
+    run = RunDir(run_dir)
+    task, docs = run.run_docs(name)
     model = config.model_for(task)
-    texts, _ = read_predictions(run_dir / name / "predictions.jsonl")
-    verdict_file = run_dir / name / "judge.jsonl"
-    stored = read_verdicts(verdict_file)
+    texts, _ = run.answers(name)
+    stored = run.read_verdicts(name)
     ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
     jobs = [(i, r) for i, doc_id in enumerate(ids) if doc_id in texts for r in range(config.runs)
             if fresh or (stored.get((doc_id, r)) or {}).get("status") != "ok"
             or stored[(doc_id, r)].get("model") != model]
-    judging = _Judging(name, task, model, config, client, cache, Appender(verdict_file))
+    judging = _Judging(name, task, model, config, client, cache, run.verdict_appender(name))
 
     def judge_one(job):
         index, run = job
@@ -158,7 +133,7 @@ def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClien
     metrics = _metrics(name, task, docs, ids, texts, stored, config, model, allow_missing)
     metrics.update(judging.usage, judge_model=model, judge_provider=config.provider, runs=config.runs,
                    cost_usd=config.cost(model, judging.usage["prompt_tokens"], judging.usage["completion_tokens"]))
-    _record(run_dir, name, task, metrics)
+    _record(run, name, task, metrics)
     if metrics["status"] == "incomplete":
         raise IncompleteJudging(f"{name}: {metrics['n_missing']} of {metrics['n_expected']} verdicts missing "
                                 f"(allowed share {allow_missing:g}); no score. Rerun `llava-eval judge` to fill them")
@@ -190,36 +165,35 @@ def _metrics(name, task, docs, ids, texts, stored, config, model, allow_missing)
 
 def rescore_judged(run_dir: Path, name: str) -> dict:
     """Recompute a judged task's metrics from its verdict file alone (no judge is asked), with the judge model
-    and runs its metrics.json records, and record them as judging does. The missing share accepted is the one
-    the recorded judging accepted; the recorded usage and cost are kept (they paid for these verdicts)."""
-    run_dir = Path(run_dir)
-    read_run_config(run_dir)  # not a run directory: refused before a lock file is made there
+    and runs its metrics record, and record them as judging does. The missing share accepted is the one the
+    recorded judging accepted; the recorded usage and cost are kept (they paid for these verdicts). The caller
+    holds the run directory's lock (`llava-eval rescore` does)."""
+    run = RunDir(run_dir)
+    run.read_config()  # not a run directory: one error line
     _judged_task(name)
-    with RunLock(run_dir):
-        recorded = _recorded_judging(run_dir, name)
-        allow_missing = 0.0
-        if recorded.get("status") == "scored_with_missing":
-            allow_missing = recorded["n_missing"] / max(1, recorded["n_expected"])
-        task, docs = run_docs(run_dir, name)
-        texts, _ = read_predictions(run_dir / name / "predictions.jsonl")
-        stored = read_verdicts(run_dir / name / "judge.jsonl")
-        ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
-        metrics = _metrics(name, task, docs, ids, texts, stored, JudgeConfig(runs=recorded["runs"]),
-                           recorded["judge_model"], allow_missing)
-        metrics.update({key: recorded.get(key) for key in JUDGE_RECORD})
-        _record(run_dir, name, task, metrics)
+    recorded = _recorded_judging(run, name)
+    allow_missing = 0.0
+    if recorded.get("status") == "scored_with_missing":
+        allow_missing = recorded["n_missing"] / max(1, recorded["n_expected"])
+    task, docs = run.run_docs(name)
+    texts, _ = run.answers(name)
+    stored = run.read_verdicts(name)
+    ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
+    metrics = _metrics(name, task, docs, ids, texts, stored, JudgeConfig(runs=recorded["runs"]),
+                       recorded["judge_model"], allow_missing)
+    metrics.update({key: recorded.get(key) for key in JUDGE_RECORD})
+    _record(run, name, task, metrics)
     return metrics
 
 
-def _recorded_judging(run_dir: Path, name: str) -> dict:
-    """The judged metrics a task's metrics.json records; an error when it records no judging (model, runs)."""
-    entry_file = run_dir / name / "metrics.json"
-    recorded = read_json(entry_file).get("metrics") if entry_file.is_file() else None
+def _recorded_judging(run: RunDir, name: str) -> dict:
+    """The judged metrics a task's entry records; an error when it records no judging (model, runs)."""
+    recorded = (run.entry(name) or {}).get("metrics")
     counts = ("n_missing", "n_expected")
     if not (isinstance(recorded, dict) and isinstance(recorded.get("judge_model"), str)
             and _count(recorded.get("runs")) and all(_count(recorded.get(k), 0) for k in counts)):
-        raise TaskError(f"{name} in {run_dir} has no judged metrics to rescore (no judge model, runs and verdict "
-                        f"counts in {entry_file}); judge it with `llava-eval judge {run_dir}`")
+        raise TaskError(f"{name} in {run} has no judged metrics to rescore (no judge model, runs and verdict "
+                        f"counts in {run.metrics(name)}); judge it with `llava-eval judge {run}`")
     return recorded
 
 
@@ -227,37 +201,32 @@ def _count(value, least: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def _record(run_dir: Path, name: str, task, metrics: dict) -> None:
-    """Put the judged metrics into the task's metrics.json and the run's results.json."""
-    entry_file = run_dir / name / "metrics.json"
-    entry = json.loads(entry_file.read_text()) if entry_file.is_file() else {"task": name, "version": task.version}
+def _record(run: RunDir, name: str, task, metrics: dict) -> None:
+    """Put the judged metrics into the task's metrics entry and the run's results."""
+    entry = run.entry(name) or {"task": name, "version": task.version}
     entry.update(primary_metric=task.primary_metric, scored_locally=False, judged=True, metrics=metrics)
     for key in ("judged_stale", "stale_judged_metrics"):  # judged again: the numbers now cover every answer
         entry.pop(key, None)
-    write_json(entry_file, entry)
-    results_file = run_dir / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    results[name] = entry
-    write_json(results_file, results)
+    run.record(name, entry)
 
 
 def judge_run(run_dir: Path, names: list[str] | None, config: JudgeConfig, *, no_cache: bool = False,
               allow_missing: float = 0.0, echo=print) -> dict:
     """Judge every judged task of a run (or `names`): probe first, then judge; returns metrics per task. The
     run directory's lock is held throughout, so a live `run` and a `judge` never write the same files."""
-    run_dir = Path(run_dir)
-    finished_tasks(run_dir)  # not a run directory: refused before a lock file is made there
-    with RunLock(run_dir):
-        return _judge_locked(run_dir, names, config, no_cache, allow_missing, echo)
+    run = RunDir(run_dir)
+    run.finished_tasks()  # not a run directory: refused before a lock file is made there
+    with run.lock():
+        return _judge_locked(run, names, config, no_cache, allow_missing, echo)
 
 
-def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, allow_missing: float, echo) -> dict:
-    results_now = read_results(run_dir)
+def _judge_locked(run: RunDir, names, config: JudgeConfig, no_cache: bool, allow_missing: float, echo) -> dict:
+    results_now = run.read_results()
     available = judged_tasks(list(results_now))
     wanted = names or available
     unknown = [n for n in wanted if n not in available]
     if unknown:
-        raise TaskError(f"not judged or not in {run_dir}: {', '.join(unknown)} (judged tasks here: "
+        raise TaskError(f"not judged or not in {run}: {', '.join(unknown)} (judged tasks here: "
                         f"{', '.join(available) or 'none'})")
     empty = [n for n in wanted if results_now[n]["metrics"].get("status") == NO_SCOREABLE_ROWS]
     for name in empty:
@@ -267,15 +236,15 @@ def _judge_locked(run_dir: Path, names, config: JudgeConfig, no_cache: bool, all
         return {}
     client = JudgeClient(config)
     client.probe(config.model_for(get_task(wanted[0])))
-    cache = VerdictCache(Path(config.cache) if config.cache else run_dir / "judge-cache.sqlite", enabled=not no_cache)
+    cache = VerdictCache(Path(config.cache) if config.cache else run.judge_cache, enabled=not no_cache)
     results, incomplete = {}, []
     try:
         for name in wanted:
             try:
-                results[name] = judge_task(run_dir, name, config, client, cache, allow_missing, fresh=no_cache)
+                results[name] = judge_task(run.root, name, config, client, cache, allow_missing, fresh=no_cache)
             except IncompleteJudging as exc:
                 incomplete.append(str(exc))
-                results[name] = json.loads((run_dir / name / "metrics.json").read_text())["metrics"]
+                results[name] = run.entry(name)["metrics"]
             echo(format_judged(name, results[name]))
     finally:
         cache.close()

@@ -124,12 +124,12 @@ def test_unwritable_run_folder_is_refused_before_the_model_loads(tmp_path, monke
 
 # ---- a full disk ----------------------------------------------------------------------------------------
 def test_full_disk_during_a_run_says_the_work_is_safe(tmp_path, monkeypatch):
-    from llava_eval import runner
+    from llava_eval import rundir
 
     def full(self, rows):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runner.Appender, "write", full)
+    monkeypatch.setattr(rundir.Appender, "write", full)
     out = tmp_path / "r"
     line = one_error_line(invoke("run", "--model", "tiny", "--tasks", "pope", "--limit", "2", "--out", out,
                                  "--no-progress"),

@@ -107,6 +107,7 @@ def test_every_task_shows_its_contract(name):
     assert result.exit_code == 0, result.output
     assert f"{name} (version {task.version})" in result.output and "doc id:" in result.output
     assert "<image>\\n" in result.output  # the prompt example, with its image placeholder
+    assert f"versions:    request {task.version}, scoring {task.scoring_version}" in result.output
 
 
 def test_submit_from_a_run_directory(tmp_path):

@@ -307,7 +307,7 @@ def test_new_answers_keep_the_judged_scores_aside_until_judged_again(server, run
 
 
 def test_judge_refuses_a_directory_a_run_holds(server, run_dir):
-    from llava_eval.runstate import RunLock
+    from llava_eval.rundir import RunLock
 
     with RunLock(run_dir):
         result = judge(run_dir, server["url"])

@@ -75,6 +75,17 @@ def test_leaderboard_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert result.exit_code == 2 and "not a finished run directory" in result.output
 
 
+def test_a_damaged_results_file_is_one_error_naming_it(runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["yes"], run)
+    (run / "results.json").write_text('{"pope": {"task": "po')  # cut off by a full disk
+    result = cli("leaderboard", run, "--out", tmp_path / "x.csv")
+    assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert "results.json: not valid JSON" in result.output
+
+
 def test_compare_reports_paired_tests(runs, tmp_path):
     result = cli("compare", runs["yes"], runs["no"], "--csv", tmp_path / "c.csv")
     assert result.exit_code == 0, result.output

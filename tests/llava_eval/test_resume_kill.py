@@ -81,7 +81,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
 
 
 def test_second_run_into_a_busy_directory_is_refused(tmp_path):
-    from llava_eval.runstate import RunLock
+    from llava_eval.rundir import RunLock
 
     out = tmp_path / "run"
     with RunLock(out):  # the lock a live run holds, taken here by the test process

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from llava_eval.cli import main
+from llava_eval.rundir import RunLock
 from llava_eval.runner import run
-from llava_eval.runstate import RunLock
 from tasks.base import TaskError
 from tasks.registry import get_task
 
@@ -90,7 +90,7 @@ def test_some_failed_images_are_counted_and_the_rest_scored(tmp_path):
 
 # ---- data options of every invocation, one rule for every consumer ---------------------------------------
 def test_every_invocation_records_its_data_options(tmp_path):
-    from llava_eval.rundir import task_data_options
+    from llava_eval.rundir import RunDir
 
     _run(tmp_path, limit=4)
     _run(tmp_path, limit=6)
@@ -100,19 +100,19 @@ def test_every_invocation_records_its_data_options(tmp_path):
         "data": "synthetic", "data_root": None, "limit": 6}
     entry = json.loads((tmp_path / "pope" / "metrics.json").read_text())
     assert entry["options"] == {"data": "synthetic", "data_root": None, "limit": 6}
-    assert task_data_options(tmp_path, "pope") == entry["options"]
+    assert RunDir(tmp_path).task_data_options("pope") == entry["options"]
 
 
 def test_consumers_read_the_rows_that_produced_each_task(tmp_path):
     from llava_eval.report import write_report
-    from llava_eval.rundir import run_docs
+    from llava_eval.rundir import RunDir
     from llava_eval.stats import compare_runs
 
     a, b = tmp_path / "a", tmp_path / "b"
     _run(a, tasks=("pope", "vizwiz_test"), limit=4)
     _run(a, tasks=("pope", "vizwiz_test"), limit=6)  # the rerun extends both tasks to 6 rows
     _run(b, limit=6)
-    assert len(run_docs(a, "pope")[1]) == 6  # what judge and compare load
+    assert len(RunDir(a).run_docs("pope")[1]) == 6  # what judge and compare load
     assert [r["n_shared"] for r in compare_runs(a, b)] == [6]
     html = write_report(a).read_text()
     n_items = sum(len((a / t / "items.jsonl").read_text().splitlines()) for t in ("pope", "vizwiz_test"))

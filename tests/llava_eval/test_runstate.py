@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from llava_eval.rundir import RunLock
 from llava_eval.runner import run
-from llava_eval.runstate import RunLock, RunStateError, load_prediction_rows
+from llava_eval.runstate import RunStateError, load_prediction_rows
 from tasks.registry import get_task
 
 

@@ -1,0 +1,103 @@
+"""`llava-eval run`: the command line becomes one RunOptions, bad input is refused in the order a user meets it
+(task names, judge endpoint and key, run directory, data, a directory in use) before the model loads, then
+the runner answers and scores, and the judged tasks are judged when a judge is configured.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from llava_types import UserError
+
+from .judge.run import judged_tasks
+from .options import JudgeOptions, ModelOptions, RunOptions, take
+from .rundir import CONFIG, RunDir
+from .shard import Shard, shard_from_env
+
+
+def run_command(params: dict, load) -> None:
+    """Run the `run` command with click's `params`; `load(options, shard)` loads the model (a runner.Answerer)."""
+    from .runner import load_task_docs
+
+    shard = shard_from_env()  # data-parallel under torchrun: rank r answers the r-th block of the docs
+    options = run_options(params, shard)
+    say = click.echo if shard.main else (lambda *a, **k: None)
+    docs = load_task_docs(options)  # bad data: one error line before the model loads
+    if shard.main and options.out.is_dir():
+        with RunDir(options.out).lock():  # a directory a live run or judge holds is refused before the model loads
+            pass
+    answerer = load(options, shard)
+    say(f"model {answerer.model_id} (fingerprint {answerer.fingerprint}); {len(options.tasks)} tasks; data "
+        f"{options.data}; run directory {options.out}" + (f"; {shard.world} processes" if shard.world > 1 else ""))
+    _answer_and_score(answerer, options, shard, docs, say)
+    if shard.main:
+        _judge(options)
+
+
+def run_options(params: dict, shard: Shard) -> RunOptions:
+    """The typed options of one call from click's parameters: task names resolved, the judge settings and the
+    run directory checked."""
+    from tasks.registry import resolve
+
+    model, judge = take(ModelOptions, params), take(JudgeOptions, params)
+    tasks = tuple(resolve(params.pop("task_list"), params.pop("suite")))
+    judge_config(judge, tasks)  # a bad endpoint or a missing key stops here, before the model loads
+    out = _run_dir(params.pop("out_dir"), params["resume"], shard)
+    return RunOptions(tasks=tasks, out=out, model=model, judge=judge, **params)
+
+
+def judge_config(judge: JudgeOptions, names):
+    """The judge configuration for the judged tasks among `names`; None when none is judged or no judge is
+    configured. The endpoint options are refused even then: the command line is recorded."""
+    from .judge.config import check_endpoint
+
+    check_endpoint(judge.api_key_env, judge.base_url)
+    if not (judge.configured and judged_tasks(names)):
+        return None
+    config = judge.load()
+    config.api_key()  # a missing key stops here
+    return config
+
+
+def _run_dir(out_dir: str | None, resume: bool, shard: Shard):
+    from .errors import check_output
+
+    if resume and not (out_dir and RunDir(out_dir).is_run()):
+        raise UserError(f"--resume needs --out naming an existing run directory (with {CONFIG})")
+    if shard.world > 1 and not out_dir:
+        raise UserError("a data-parallel run (torchrun) needs --out: every rank must write to the same directory")
+    return check_output(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}", "--out", folder=True)
+
+
+def _answer_and_score(answerer, options: RunOptions, shard: Shard, docs: dict, say) -> None:
+    from .errors import DISK_FULL, disk_full_in_run
+    from .runner import evaluate
+
+    try:
+        evaluate(answerer, options, echo=say, shard=shard, docs=docs)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: every finished batch is saved in {options.out}; run the same command again "
+                   "(or add --resume) to continue", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise disk_full_in_run(exc, options.out) from None
+
+
+def _judge(options: RunOptions) -> None:
+    """Judge the judged tasks when a judge is configured; otherwise say how to judge them later."""
+    judged = judged_tasks(options.tasks)
+    config = judge_config(options.judge, options.tasks)
+    if config is not None:
+        from .judge.run import judge_run
+
+        judge_run(options.out, judged, config, no_cache=options.judge.no_cache,
+                  allow_missing=options.judge.allow_missing, echo=click.echo)
+    elif judged:
+        click.echo(f"not judged (no judge configured): {', '.join(judged)}; answers are saved, judge them later "
+                   f"with `llava-eval judge {options.out} --judge-config FILE`")
+    click.echo(f"results: {RunDir(options.out).results_file}")

@@ -1,0 +1,48 @@
+"""The tables the commands print: one line per task for `run` and `rescore` (the primary metric with its
+interval, n, and what is missing: image errors, unanswered docs, a judge's verdict), and the two-run table of
+`compare`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .rundir import NO_SCOREABLE_ROWS
+
+
+def format_row(entry: dict) -> str:
+    m = entry["metrics"]
+    flags = [] if m.get("status") == NO_SCOREABLE_ROWS else [
+        f"{m[key]} {label}" for key, label in (("n_missing", "missing"), ("n_errors", "image errors")) if m.get(key)]
+    return (f"{entry['task']:18} {entry['primary_metric']:14} {_shown(entry):>34}  n={m.get('n_docs', 0)}"
+            + (f"  ({', '.join(flags)})" if flags else ""))
+
+
+def _shown(entry: dict) -> str:
+    m = entry["metrics"]
+    if m.get("status") == NO_SCOREABLE_ROWS:
+        return f"no scoreable rows ({m.get('n_errors', 0)} image errors)"
+    if entry.get("judged_stale"):
+        return "needs re-judging (answers changed)"
+    if not entry["scored_locally"] and not entry.get("judged"):
+        return "n/a (server/judge)"
+    value = m.get(entry["primary_metric"])
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "no score (judging incomplete)" if entry.get("judged") else "nan"
+    ci = m.get("ci95")
+    return f"{value:.2f}" + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "") + (
+        " (judged)" if entry.get("judged") else "")
+
+
+def compare_lines(rows: list[dict], run_a, run_b) -> list[str]:
+    """The table `llava-eval compare` prints: per task A, B, B - A with its interval, both p-values and the
+    verdict with the test that decided it."""
+    lines = [f"A = {run_a}", f"B = {run_b}",
+             f"{'task':16} {'metric':11} {'n':>6} {'A':>8} {'B':>8} {'B-A':>8} {'95% CI':>18} "
+             f"{'p(boot)':>8} {'p(McN)':>8}  verdict (test)"]
+    for r in rows:
+        mc = f"{r['p_mcnemar']:.3g}" if "p_mcnemar" in r else "n/a"
+        lines.append(f"{r['task']:16} {r['metric']:11} {r['n_shared']:>6} {r['a']:>8.2f} {r['b']:>8.2f} "
+                     f"{r['diff']:>+8.2f} {'[' + format(r['low'], '.2f') + ', ' + format(r['high'], '.2f') + ']':>18} "
+                     f"{r['p_bootstrap']:>8.3g} {mc:>8}  {r['verdict']} ({r['test']})")
+    return lines
