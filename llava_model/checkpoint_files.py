@@ -76,6 +76,17 @@ def refuse_remote_code(directory: Path) -> None:
                                   "llava-eval never runs code from a checkpoint")
 
 
+CONFIG_FILE = "config.json"
+
+
+def checkpoint_config(directory: Path) -> tuple[Path, dict]:
+    """(path, content) of a checkpoint directory's config.json, read only after the directory is known to ship
+    no code (`refuse_remote_code`): what a model's architecture is read from."""
+    refuse_remote_code(directory)
+    path = directory / CONFIG_FILE
+    return path, read_json_object(path)
+
+
 @contextmanager
 def quiet_loading():
     """Silence transformers' progress bars and load reports while a checkpoint loads: a bad checkpoint

@@ -14,7 +14,7 @@ import re
 import reprlib
 from pathlib import Path
 
-from llava_model.checkpoint_files import read_json_object, refuse_remote_code
+from llava_model.checkpoint_files import checkpoint_config
 from llava_model.errors import CheckpointError
 from llava_types import Backend, UserError
 
@@ -62,14 +62,13 @@ def resolve(model: str) -> tuple[str, str]:
 def by_architecture(path: Path) -> str:
     """The backend that claims the checkpoint in `path` by its config.json. No code a checkpoint ships runs,
     whichever backend would load it."""
-    refuse_remote_code(path)
-    config = read_json_object(path / "config.json")
+    config_file, config = checkpoint_config(path)
     for name, entry in BACKENDS.items():
         if entry.claims(config):
             return name
     found = reprlib.Repr()  # a hostile config.json may hold any value: show it short
     found.maxstring, found.maxlist, found.maxother = 60, 4, 60
     supported = "; ".join(entry.architectures for entry in BACKENDS.values() if entry.architectures)
-    raise CheckpointError(f"{path / 'config.json'}: unsupported model architecture (model_type "
+    raise CheckpointError(f"{config_file}: unsupported model architecture (model_type "
                           f"{found.repr(config.get('model_type'))}, architectures "
                           f"{found.repr(config.get('architectures'))}); supported: {supported}")

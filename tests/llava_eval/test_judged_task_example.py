@@ -113,6 +113,14 @@ def test_a_toy_task_declared_in_a_test_is_run_and_judged(toy_task, tmp_path, mon
     assert models == {"other-judge"}
     metrics = json.loads((out / "toy_judged" / "metrics.json").read_text())["metrics"]
     assert metrics["judge_model"] == "other-judge" and metrics["on_topic"] == 50.0 and metrics["n_runs"] == 1
+    # rescore recomputes the judged metrics from the stored verdicts: no judge, no key, the same numbers
+    monkeypatch.delenv(KEY_ENV)
+    results = json.loads((out / "results.json").read_text())
+    results["toy_judged"]["metrics"]["on_topic"] = -1.0
+    (out / "results.json").write_text(json.dumps(results))
+    rescored = CliRunner().invoke(main, ["rescore", str(out)])
+    assert rescored.exit_code == 0, rescored.output
+    assert json.loads((out / "results.json").read_text())["toy_judged"]["metrics"] == metrics
 
 
 def test_a_protocol_needs_an_attempt():
