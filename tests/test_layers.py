@@ -184,3 +184,32 @@ def test_importing_a_task_loads_neither_torch_nor_the_model():
             "('torch', 'transformers', 'llava_model', 'llava_eval', 'train')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def oversized(root: Path, packages=PACKAGES) -> list[str]:
+    """Modules over MAX_MODULE_LINES lines and functions over MAX_FUNCTION_LINES (docs/design.md, Size)."""
+    out = []
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")) if (root / pkg).is_dir() else ():
+            source = path.read_text(encoding="utf-8")
+            name = path.relative_to(root)
+            if len(source.splitlines()) > MAX_MODULE_LINES:
+                out.append(f"{name}: {len(source.splitlines())} lines")
+            out += [f"{name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+                    for node in ast.walk(ast.parse(source))
+                    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    return out
+
+
+def test_modules_and_functions_stay_small():
+    assert oversized(ROOT, (*PACKAGES, "benchmarks")) == []
+
+
+def test_an_oversized_module_or_function_is_reported(tmp_path):
+    body = "def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES + "\n" * (MAX_MODULE_LINES - MAX_FUNCTION_LINES)
+    assert oversized(_tree(tmp_path, {"tasks/big.py": body})) == [
+        f"tasks/big.py: {MAX_MODULE_LINES + 1} lines", f"tasks/big.py:1 f: {MAX_FUNCTION_LINES + 1} lines"]
