@@ -47,7 +47,8 @@ def rescored_entry(run: RunDir, task: Task, stored: dict) -> dict:
     from .runner import score_task
 
     _, rows = run.run_docs(task.name)
-    return stored | {"scoring_version": task.scoring_version, "metrics": score_task(task, rows, run)}
+    return stored | {"scoring_version": task.scoring_version, "scored_locally": task.scores_locally(rows),
+                     "metrics": score_task(task, rows, run)}
 
 
 def _rescore_judged(run: RunDir, name: str, echo) -> bool:

@@ -267,10 +267,11 @@ def _run_task(answerer: Answerer, options: RunOptions, task: Task, docs: Docs, b
     covered = (run.task_data_options(task.name), _answered(run, task.name)) if judged else None
     started = time.perf_counter()
     generated = generate_task(task, docs, answerer, options, shard=shard, progress=bar)
-    metrics = score_task(task, list(docs.without_images(task)), run)
+    rows = list(docs.without_images(task))
+    metrics = score_task(task, rows, run)
     entry = {"task": task.name, "version": task.version, "scoring_version": task.scoring_version,
              "data": docs.source, "options": options.data_options, "primary_metric": task.primary_metric,
-             "scored_locally": task.scored_locally, "metrics": metrics, "generated": generated,
+             "scored_locally": task.scores_locally(rows), "metrics": metrics, "generated": generated,
              "seconds": round(time.perf_counter() - started, 2)}
     if judged:
         entry = _carry_judged(entry, judged, unchanged=covered == (options.data_options, _answered(run, task.name)))

@@ -79,7 +79,7 @@ def bootstrap_ci(task, docs: list[dict], items: list, n_boot: int = N_BOOT, seed
                  point: float | None = None) -> dict | None:
     """95% percentile interval of the task's primary metric (`point`: its value when already computed);
     None when there is nothing to resample."""
-    if not docs or task.needs_judge or not task.scored_locally:
+    if not docs or task.needs_judge or not task.scores_locally(docs):
         return None
     point = _metric(task, docs, items) if point is None else float(point)
     if math.isnan(point):
@@ -162,7 +162,7 @@ def compare_runs(run_a, run_b, names: list[str] | None = None, n_boot: int = N_B
     rows = []
     for name in shared:
         task, docs = run_a.run_docs(name)
-        if not task.scored_locally or task.needs_judge:
+        if not task.scores_locally(docs) or task.needs_judge:
             continue
         texts_a, _ = run_a.answers(name)
         texts_b, _ = run_b.answers(name)

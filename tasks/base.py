@@ -103,6 +103,11 @@ class Task:
         return Request(self.doc_id(doc, index), (Message(USER, text),), tuple(images),
                        GenerationSettings(max_new_tokens=self.max_new_tokens), self.image_mode)
 
+    def scores_locally(self, docs: list[dict]) -> bool:
+        """Whether these rows are scored here (else a server or a judge scores the split); by default the
+        task's `scored_locally`. A split whose rows may or may not carry their answers decides per rows."""
+        return self.scored_locally
+
     # ---- predictions -> metrics -------------------------------------------------------------------
     def parse(self, text: str, doc: dict) -> Any:
         return text

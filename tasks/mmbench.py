@@ -282,17 +282,14 @@ def carries_answers(docs: list[dict]) -> bool:
 class MMBenchTest(MMBench):
     """The test splits. OpenCompass's evaluation server has closed and the test answers are public: rows that
     carry them are scored here exactly as dev (CircularEval), and `submission` still writes the upload file;
-    rows without answers are left to the server, as before. Whether the last scoring was local is recorded on
-    the instance (`scored_locally`), which is what the run directory reports."""
+    rows without answers are left to the server, as before."""
 
     scoring_version = 2  # 2: scored locally when the rows carry answers
     schema = {**MMBench.schema, "answer": "str?"}
-    scored_locally = False  # until rows that carry answers are scored
+    scored_locally = False  # without the rows: the server's split
 
-    def score(self, docs: list[dict], predictions: dict) -> tuple[dict, list[Item]]:
-        metrics, items = super().score(docs, predictions)
-        self.scored_locally = carries_answers(docs)
-        return metrics, items
+    def scores_locally(self, docs: list[dict]) -> bool:
+        return carries_answers(docs)
 
 
 @register_task("mmbench_en_test")

@@ -109,3 +109,18 @@ def test_no_interval_without_scores():
     docs = task.synthetic_docs(5)
     metrics, items = task.score(docs, {})
     assert stats.bootstrap_ci(task, docs, items) is None
+
+
+def test_compare_includes_a_test_split_whose_rows_carry_answers(tmp_path):
+    """MMBench's test rows with their public answers are scored here, so two runs of them are compared too
+    (the decision follows the rows, not a flag left on some task object)."""
+    from click.testing import CliRunner
+
+    from llava_eval.cli import main
+
+    for out in ("a", "b"):
+        result = CliRunner().invoke(main, ["run", "--model", "tiny", "--tasks", "mmbench_en_test", "--limit", "4",
+                                           "--out", str(tmp_path / out), "--no-progress"])
+        assert result.exit_code == 0, result.output
+    rows = stats.compare_runs(tmp_path / "a", tmp_path / "b")
+    assert [r["task"] for r in rows] == ["mmbench_en_test"] and rows[0]["diff"] == 0.0

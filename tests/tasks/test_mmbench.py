@@ -168,7 +168,7 @@ def test_test_split_with_public_answers_is_scored_locally(name):
             row(1000002, answer="A", A="two", B="one")]
     metrics, items = task.score(docs, {1: "A", 1000001: "B", 2: "B", 1000002: "B"})
     assert metrics["accuracy"] == 50.0 and metrics["accuracy_vanilla"] == 75.0 and metrics["n_questions"] == 2
-    assert task.scored_locally and task.scoring_version == 2
+    assert task.scores_locally(docs) and not task.scored_locally and task.scoring_version == 2
     assert bootstrap_ci(task, docs, items, point=metrics["accuracy"]) is not None
     _, content = task.submission(docs, {1: "A", 1000001: "B", 2: "B", 1000002: "B"})  # the upload file still
     df = pd.read_excel(io.BytesIO(content))
@@ -181,12 +181,11 @@ def test_test_split_without_answers_stays_with_the_server():
     task = get_task("mmbench_en_test")
     docs = [row(1, answer=None), row(1000001, answer="nan", A="two", B="one")]
     metrics, items = task.score(docs, {1: "A", 1000001: "B"})
-    assert math.isnan(metrics["accuracy"]) and not task.scored_locally
+    assert math.isnan(metrics["accuracy"]) and not task.scores_locally(docs)
     assert bootstrap_ci(task, docs, items) is None
-    task.score([row(1, answer="A")], {1: "A"})
-    assert task.scored_locally
-    task.score(docs + [row(3, answer="A")], {1: "A"})  # some rows without answers: not a local score
-    assert not task.scored_locally
+    assert task.scores_locally([row(1, answer="A")])
+    assert not task.scores_locally(docs + [row(3, answer="A")])  # some rows without answers: not a local score
+    assert get_task("mmbench_en_dev").scores_locally([])  # a dev split is scored here whatever its rows
 
 
 def test_registered_variants():
