@@ -15,6 +15,7 @@ from llava_eval.backends.registry import BACKENDS, open_backend, resolve
 from llava_eval.cli import main
 from llava_model.errors import CheckpointError
 from llava_types import Backend, UserError
+from tests.cli_checks import one_line_error
 
 TINY_SHAPES = Path(__file__).resolve().parents[2] / "llava_model" / "assets" / "tiny-shapes"
 
@@ -24,14 +25,6 @@ def checkpoint(tmp_path: Path, config: dict) -> Path:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config))
     return folder
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # ---- resolution -------------------------------------------------------------------------------------------

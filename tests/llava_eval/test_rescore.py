@@ -11,15 +11,7 @@ from click.testing import CliRunner
 from llava_eval.cli import main
 from llava_eval.runner import run
 from tasks.registry import get_task
-
-
-class Yes:
-    def __init__(self):
-        self.seen = []
-
-    def generate(self, requests):
-        self.seen += [r.doc_id for r in requests]
-        return ["Yes"] * len(requests)
+from tests.fakes import Yes
 
 
 def _run(out, model=None, tasks=("pope", "scienceqa_img"), limit=12):

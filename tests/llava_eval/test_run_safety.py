@@ -15,15 +15,7 @@ from llava_eval.rundir import RunLock
 from llava_eval.runner import run
 from tasks.base import TaskError
 from tasks.registry import get_task
-
-
-class Yes:
-    def __init__(self):
-        self.seen = []
-
-    def generate(self, requests):
-        self.seen += [r.doc_id for r in requests]
-        return ["Yes"] * len(requests)
+from tests.fakes import Yes
 
 
 class Broken:
