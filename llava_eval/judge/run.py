@@ -21,7 +21,7 @@ from tasks.registry import get_task, load_all
 
 from ..rundir import NO_SCOREABLE_ROWS, Appender, RunDir
 from .cache import VerdictCache
-from .client import JudgeCallError, JudgeClient
+from .client import JudgeCallError, JudgeClient, LazyJudgeClient
 from .config import JudgeConfig
 
 # What judging adds to a task's metrics besides the verdict counts and the task's own numbers.
@@ -48,7 +48,7 @@ class _Judging:
     task: Task
     model: str
     config: JudgeConfig
-    client: JudgeClient
+    client: LazyJudgeClient
     cache: VerdictCache
     writer: Appender
     usage: dict = field(default_factory=lambda: dict.fromkeys(USAGE, 0))
@@ -105,7 +105,7 @@ def _judged_task(name: str) -> Task:
     return task
 
 
-def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClient, cache: VerdictCache,
+def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: LazyJudgeClient, cache: VerdictCache,
                allow_missing: float = 0.0, fresh: bool = False) -> dict:
     """Judge one task of a run; `fresh` asks again for every verdict (stored and cached ones included)."""
     _judged_task(name)
@@ -212,8 +212,9 @@ def _record(run: RunDir, name: str, task, metrics: dict) -> None:
 
 def judge_run(run_dir: Path, names: list[str] | None, config: JudgeConfig, *, no_cache: bool = False,
               allow_missing: float = 0.0, echo=print) -> dict:
-    """Judge every judged task of a run (or `names`): probe first, then judge; returns metrics per task. The
-    run directory's lock is held throughout, so a live `run` and a `judge` never write the same files."""
+    """Judge every judged task of a run (or `names`); returns metrics per task. The endpoint is probed before the
+    first request that must be sent, and not at all when every verdict is stored or cached. The run directory's
+    lock is held throughout, so a live `run` and a `judge` never write the same files."""
     run = RunDir(run_dir)
     run.finished_tasks()  # not a run directory: refused before a lock file is made there
     with run.lock():
@@ -234,8 +235,7 @@ def _judge_locked(run: RunDir, names, config: JudgeConfig, no_cache: bool, allow
     wanted = [n for n in wanted if n not in empty]
     if not wanted:
         return {}
-    client = JudgeClient(config)
-    client.probe(config.model_for(get_task(wanted[0])))
+    client = LazyJudgeClient(config, JudgeClient)
     cache = VerdictCache(Path(config.cache) if config.cache else run.judge_cache, enabled=not no_cache)
     results, incomplete = {}, []
     try:
