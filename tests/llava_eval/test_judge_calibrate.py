@@ -288,3 +288,20 @@ def test_calibrate_is_a_subcommand_and_judge_keeps_its_run_directory_argument(tm
     assert "`judge calibrate` measures a substitute judge" in judge_help
     assert "judge calibrate [OPTIONS]" in CliRunner().invoke(
         main, ["judge", "calibrate", "--help"]).output
+
+
+def test_the_judge_presets_load_and_name_a_judge_for_every_judged_task():
+    from pathlib import Path
+
+    from llava_eval.judge.config import load_judge_config
+    from llava_eval.judge.run import judged_tasks
+
+    presets = sorted((Path(__file__).resolve().parents[2] / "examples" / "judge").glob("*.yaml"))
+    assert [p.name for p in presets] == ["openai-gpt-4o.yaml", "vllm-local.yaml"]
+    for path in presets:
+        config = load_judge_config(path)
+        assert set(config.models) == set(judged_tasks()) and config.calibrations == []
+        assert config.models["mmvet"] != "gpt-4-0613" and config.runs == 3  # a substitute, judged as the papers did
+    vllm = load_judge_config(presets[1])
+    assert (vllm.provider, vllm.base_url, vllm.api_key_env) == ("compatible", "http://127.0.0.1:8000/v1",
+                                                               "VLLM_API_KEY")
