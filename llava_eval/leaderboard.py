@@ -95,15 +95,23 @@ def judge_note(task: str, metrics: dict) -> str | None:
     model = metrics.get("judge_model")
     if not isinstance(model, str):
         return None
-    calibration = metrics.get("judge_calibration")
-    offset = None
-    if isinstance(calibration, dict):
-        low, high = calibration["ci95"]
-        offset = (f"calibration offset {calibration['offset']:+.2f} [95% {low:+.2f}, {high:+.2f}] against "
-                  f"{calibration.get('reference_model')}")
+    offset = _calibration_text(metrics.get("judge_calibration"))
     if protocol_judge(task, metrics):
         return model + (f" ({offset})" if offset else "")
     return f"{model} (not the protocol judge {_protocol_model(task, metrics)}, {offset or 'no calibration recorded'})"
+
+
+def _calibration_text(calibration) -> str | None:
+    """The recorded calibration as the leaderboard shows it; None when none (or a damaged one) is recorded."""
+    if not isinstance(calibration, dict):
+        return None
+    ci = calibration.get("ci95")
+    values = [calibration.get("offset"), *(ci if isinstance(ci, list) and len(ci) == 2 else (None, None))]
+    if any(_number(v) is None for v in values):
+        return None
+    offset, low, high = values
+    reference = calibration.get("reference_model")
+    return f"calibration offset {offset:+.2f} [95% {low:+.2f}, {high:+.2f}] against {reference}"
 
 
 def paper_rows():
@@ -133,7 +141,7 @@ def to_markdown(frame) -> str:
     notes = []
     for i, marked in (frame["non_protocol_judge"].items() if "non_protocol_judge" in frame else ()):
         if isinstance(marked, str) and marked:
-            shown = shown.astype(object)
+            shown = shown.astype(object) if not notes else shown
             for column in marked.split(";"):
                 shown.at[i, column] = f"{shown.at[i, column]:g}{MARK}"
             notes.append(f"{MARK} {frame.at[i, 'Method']}: judged by {frame.at[i, 'judges']}")

@@ -48,6 +48,8 @@ def calibrate(name: str, data: str, answers: Path, references: list[Path], out: 
     reference = released.verdicts(references)
     compared, left_out = _compared(task, rows, reference, released.answers(answers))
     folder = RunDir(out)
+    if folder.is_run():  # its verdicts would be taken for verdicts on the run's own answers
+        raise TaskError(f"{out} is a run directory; calibrate into a folder of its own")
     with folder.lock():
         model = config.model_for(task)
         stored, usage = _judge(folder, task, compared, model, config, no_cache)

@@ -276,6 +276,15 @@ def test_files_that_do_not_belong_together_are_refused(released, server, tmp_pat
         result.output, result.output
 
 
+def test_a_run_directory_is_not_a_calibration_folder(released, server, tmp_path):
+    out = tmp_path / "run"
+    run(Echo(), ["mmvet"], out, model_id="echo", limit=2, batch_size=2, echo=lambda *_: None, model_fp="e",
+        progress=False)
+    result = calibrate(released, server, "mmvet", out)
+    assert result.exit_code == 2 and "is a run directory; calibrate into a folder of its own" in result.output
+    assert not (out / "mmvet" / "judge.jsonl").exists() and server["script"].requests == []
+
+
 def test_calibrate_is_a_subcommand_and_judge_keeps_its_run_directory_argument(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     not_judged = CliRunner().invoke(main, ["judge", "calibrate", "--task", "pope", "--data", "synthetic",
