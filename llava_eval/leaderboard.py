@@ -1,7 +1,9 @@
 """Leaderboards: one row per run directory in the LLaVA-1.5 paper's columns, optionally with the paper's own
 rows (`leaderboards/llava-1.5-paper.csv`), as CSV, Markdown and a chart. A benchmark a run did not score stays
 empty, never zero; the `columns_from` cell names the task (and split) each number came from, so a synthetic
-or dev-split number is never mistaken for the paper's split.
+or dev-split number is never mistaken for the paper's split, and `judges` names the judge of each judged number:
+one that is not the task's protocol judge is listed in `non_protocol_judge`, marked with a dagger in the
+Markdown table, and shown with its calibration offset when its judging recorded one (docs/judge.md).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import math
 from pathlib import Path
 
 from tasks.base import TaskError
+from tasks.registry import get_task
 
 from .rundir import CONFIG, RESULTS, RunDir
 
@@ -30,7 +33,9 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("MM-Vet", ("mmvet",), "total"),
 )
 BENCHMARKS = [c for c, _, _ in COLUMNS]
-RUN_FIELDS = ["Method", "date", "commit", "data", "limit", "task_versions", "columns_from", "source"]
+RUN_FIELDS = ["Method", "date", "commit", "data", "limit", "task_versions", "columns_from", "judges",
+              "non_protocol_judge", "source"]
+MARK = "\u2020"  # dagger: a number from a judge other than the protocol's
 
 
 def _number(value) -> float | None:
@@ -49,7 +54,7 @@ def run_row(run_dir: Path) -> dict:
                  "commit": config.get("git_commit"), "data": config.get("data"), "limit": config.get("limit"),
                  "task_versions": ";".join(f"{k}:{v}" for k, v in sorted(config.get("tasks", {}).items())),
                  "source": str(run)}
-    used = []
+    used, judges, marked = [], [], []
     for column, candidates, metric in COLUMNS:
         row[column] = None
         for task in candidates:
@@ -58,9 +63,55 @@ def run_row(run_dir: Path) -> dict:
             if value is not None:
                 row[column] = value
                 used.append(f"{column}={task}")
+                note = judge_note(task, entry["metrics"])
+                if note is not None:
+                    judges.append(f"{column}={note}")
+                    marked += [column] if not protocol_judge(task, entry["metrics"]) else []
                 break
-    row["columns_from"] = ";".join(used)
+    row.update(columns_from=";".join(used), judges=";".join(judges), non_protocol_judge=";".join(marked))
     return row
+
+
+def _protocol_model(task: str, metrics: dict) -> str | None:
+    """The judge model the task's protocol names: as its judging recorded it, else as the task declares it now."""
+    if isinstance(metrics.get("judge_protocol_model"), str):
+        return metrics["judge_protocol_model"]
+    try:
+        judge = get_task(task).judge
+    except TaskError:  # a task this version no longer has
+        return None
+    return judge.model if judge is not None else None
+
+
+def protocol_judge(task: str, metrics: dict) -> bool:
+    """Whether a judged number comes from the judge model the task's protocol names."""
+    return metrics.get("judge_model") == _protocol_model(task, metrics)
+
+
+def judge_note(task: str, metrics: dict) -> str | None:
+    """Which judge produced a task's number: its model, and for another judge than the protocol's, that fact
+    with the calibration offset its judging recorded (ours - the protocol judge's, 95% interval); None when no
+    judge produced it."""
+    model = metrics.get("judge_model")
+    if not isinstance(model, str):
+        return None
+    offset = _calibration_text(metrics.get("judge_calibration"))
+    if protocol_judge(task, metrics):
+        return model + (f" ({offset})" if offset else "")
+    return f"{model} (not the protocol judge {_protocol_model(task, metrics)}, {offset or 'no calibration recorded'})"
+
+
+def _calibration_text(calibration) -> str | None:
+    """The recorded calibration as the leaderboard shows it; None when none (or a damaged one) is recorded."""
+    if not isinstance(calibration, dict):
+        return None
+    ci = calibration.get("ci95")
+    values = [calibration.get("offset"), *(ci if isinstance(ci, list) and len(ci) == 2 else (None, None))]
+    if any(_number(v) is None for v in values):
+        return None
+    offset, low, high = values
+    reference = calibration.get("reference_model")
+    return f"calibration offset {offset:+.2f} [95% {low:+.2f}, {high:+.2f}] against {reference}"
 
 
 def paper_rows():
@@ -85,8 +136,17 @@ def table(run_dirs, with_paper: bool = False):
 
 
 def to_markdown(frame) -> str:
+    """The paper's columns; a number from a non-protocol judge gets a dagger and a note under the table."""
     shown = frame[["Method"] + BENCHMARKS]
-    return shown.to_markdown(index=False, missingval="") + "\n"
+    notes = []
+    for i, marked in (frame["non_protocol_judge"].items() if "non_protocol_judge" in frame else ()):
+        if isinstance(marked, str) and marked:
+            shown = shown.astype(object) if not notes else shown
+            for column in marked.split(";"):
+                shown.at[i, column] = f"{shown.at[i, column]:g}{MARK}"
+            notes.append(f"{MARK} {frame.at[i, 'Method']}: judged by {frame.at[i, 'judges']}")
+    table = shown.to_markdown(index=False, missingval="") + "\n"
+    return table + ("\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def plot(frame, path: Path, n_runs: int) -> None:

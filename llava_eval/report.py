@@ -1,5 +1,6 @@
 """`llava-eval report RUN_DIR`: one static HTML file (no server, no external assets) with the summary table
-(metric, bootstrap interval, the paper's LLaVA-1.5 numbers and the differences) and, per task, the samples
+(metric, bootstrap interval, the paper's LLaVA-1.5 numbers and the differences, the judge of a judged number:
+a dagger marks a judge other than the protocol's, shown with its calibration offset) and, per task, the samples
 with image thumbnail, prompt, raw output, parsed answer, gold, score and judge rationale, failures first and
 filterable to failures (open the file with `#failures` to start filtered).
 """
@@ -36,6 +37,8 @@ def _column_of(task: str) -> str | None:
 
 
 def _summary(results: dict) -> list[dict]:
+    from .leaderboard import judge_note, protocol_judge
+
     paper = _paper_values()
     rows = []
     for name, entry in results.items():
@@ -45,7 +48,8 @@ def _summary(results: dict) -> list[dict]:
         column = _column_of(name)
         row = {"task": name, "metric": entry["primary_metric"], "value": _fmt(value), "n": m.get("n_docs", ""),
                "errors": m.get("n_errors", 0), "ci": f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "",
-               "column": column or ""}
+               "column": column or "", "judge": judge_note(name, m) or "",
+               "mark": judge_note(name, m) is not None and not protocol_judge(name, m)}
         for size, key in (("7", "LLaVA-1.5-7B"), ("13", "LLaVA-1.5-13B")):
             ref = paper[key].get(column) if column else None
             ref = None if ref is None or (isinstance(ref, float) and math.isnan(ref)) else float(ref)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import HubSource, Task, TaskError, read_jsonl
-from .judging import JudgeProtocol
+from .base import HubSource, Task, TaskError, iter_jsonl, read_jsonl, shown
+from .judging import JudgeProtocol, ReleasedVerdicts
 from .registry import register_task
 
 CATEGORIES = ("conv", "detail", "complex")
@@ -147,6 +147,46 @@ def aggregate_reviews(docs: list[dict], verdicts: list[list]) -> dict:
             "per_run": per_run}
 
 
+def released_reviews(paths: list[Path]) -> dict[str, list]:
+    """question_id (as text) -> [score pair per review run] from LLaVA's review files, one file per run.
+    Reference: eval_gpt_review_bench.py writes a line per question with question_id, category, `content` (the
+    review) and `tuple` = parse_score(content), [-1, -1] when unreadable (kept as None here); llavabench.sh
+    writes one file per review run. A question a file lacks is None in that run."""
+    out: dict[str, list] = {}
+    for run, path in enumerate(paths):
+        seen = set()
+        for number, row in iter_jsonl(Path(path), "llava_bench", {"question_id": (str, int), "tuple": list}):
+            key, pair = str(row["question_id"]), row["tuple"]
+            if key in seen:
+                raise TaskError(f"llava_bench: {path}:{number}: question_id {row['question_id']!r} twice in one run")
+            seen.add(key)
+            if len(pair) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                                         for x in pair):
+                raise TaskError(f"llava_bench: {path}:{number}: `tuple` should be two scores, got {shown(pair)}")
+            runs = out.setdefault(key, [])
+            runs.extend([None] * (run - len(runs)))
+            runs.append(None if tuple(map(float, pair)) == ORIGINAL_FAILED_PAIR else [float(x) for x in pair])
+    return {key: runs + [None] * (len(paths) - len(runs)) for key, runs in out.items()}
+
+
+def released_answers(path: Path) -> dict[str, str]:
+    """question_id (as text) -> answer, from a model_vqa.py answer file (question_id, text, ... per line)."""
+    out: dict[str, str] = {}
+    for number, row in iter_jsonl(Path(path), "llava_bench", {"question_id": (str, int), "text": str}):
+        if str(row["question_id"]) in out:
+            raise TaskError(f"llava_bench: {path}:{number}: a second answer to question {row['question_id']!r}")
+        out[str(row["question_id"])] = row["text"]
+    return out
+
+
+# What a substitute judge is calibrated against: gpt-4-0314's reviews of the published LLaVA-1.5 answers
+# (eval.zip: llava-bench-in-the-wild/answers and reviews). Per answer the model's score (Assistant 2) is
+# correlated; the offsets are per category.
+RELEASED = ReleasedVerdicts(verdicts=released_reviews, answers=released_answers, key=str,
+                            item_score=lambda pair: pair[1], groups=lambda doc: (str(doc["category"]),),
+                            model=JUDGE_MODEL)
+
+
 @register_task("llava_bench")
 class LlavaBench(Task):
     version = 1
@@ -169,7 +209,7 @@ class LlavaBench(Task):
     scored_locally = False
     judge = JudgeProtocol(messages=review_request, parse=parse_review, aggregate=aggregate_reviews,
                           model=JUDGE_MODEL, max_tokens=JUDGE_MAX_TOKENS,
-                          temperatures=(JUDGE_TEMPERATURE,) * REVIEW_ATTEMPTS)
+                          temperatures=(JUDGE_TEMPERATURE,) * REVIEW_ATTEMPTS, released=RELEASED)
 
     def prompt(self, doc: dict) -> str:
         # Reference: model_vqa.py: the question file's `text`, no instruction suffix (paper Table 9: none).

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import HubSource, Task, TaskError, read_json, read_jsonl, require
-from .judging import JudgeProtocol
+from .base import HubSource, Task, TaskError, iter_jsonl, read_json, read_jsonl, require, shown
+from .judging import JudgeProtocol, ReleasedVerdicts
 from .registry import register_task
 
 # Reference: mm-vet_evaluator.py (temperature 0, max_tokens 3). LLaVA's grade files name "gpt-4" (file names
@@ -178,6 +178,54 @@ def reference_answer(truth: str) -> str:
     return " and ".join(part.strip() for part in first.split("<AND>"))
 
 
+def released_grades(paths: list[Path]) -> dict[str, list]:
+    """"v1_<n>" -> [grade per run] from MM-Vet grade files (several files: their runs one after another).
+    Reference: mm-vet_evaluator.py `runs` writes {id: {"model": [...], "content": [...], "score": [...]}}, one
+    entry per run, `content` being the reply's first field. After five unreadable replies it records 0.0 whatever
+    the reply says: a score its content does not read as is that forced 0.0, kept as None here."""
+    out: dict[str, list] = {}
+    for path in paths:
+        grades = require(read_json(Path(path), "mmvet"), {}, f"mmvet: {path}")
+        for key, entry in grades.items():
+            where = f"mmvet: {path}: {key!r}"
+            entry = require(entry, {"content": list, "score": list}, where)
+            if len(entry["content"]) != len(entry["score"]):
+                raise TaskError(f"{where}: {len(entry['score'])} scores but {len(entry['content'])} replies")
+            runs = out.setdefault(key, [])
+            for content, score in zip(entry["content"], entry["score"], strict=True):
+                if isinstance(score, bool) or not isinstance(score, int | float) or not 0.0 <= score <= 1.0:
+                    raise TaskError(f"{where}: a score should be a number in [0, 1], got {shown(score)}")
+                read = parse_grade(content) if isinstance(content, str) else None
+                runs.append(float(score) if read == score else None)
+    return out
+
+
+def released_results(path: Path) -> dict[str, str]:
+    """"v1_<n>" -> answer, from the evaluator's results file ({"v1_<n>": answer}, convert_mmvet_for_eval.py)
+    or from the model_vqa.py answer file it was converted from (question_id, text per line)."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        results = require(read_json(path, "mmvet"), {}, f"mmvet: {path}")
+        for key, value in results.items():
+            if not isinstance(value, str):
+                raise TaskError(f"mmvet: {path}: the answer to {key!r} should be text, got {shown(value)}")
+        return dict(results)
+    out: dict[str, str] = {}
+    for number, row in iter_jsonl(path, "mmvet", {"question_id": (str, int), "text": str}):
+        key = submission_key(row["question_id"])
+        if key in out:
+            raise TaskError(f"mmvet: {path}:{number}: a second answer to question {row['question_id']!r}")
+        out[key] = row["text"]
+    return out
+
+
+# What a substitute judge is calibrated against: the grades of the published LLaVA-1.5 answers (eval.zip:
+# mm-vet/results; graded by "gpt-4", see JUDGE_MODEL). Offsets per capability.
+RELEASED = ReleasedVerdicts(verdicts=released_grades, answers=released_results, key=submission_key,
+                            item_score=float, groups=lambda doc: tuple(sorted(capabilities(doc), key=_cap_rank)),
+                            model=JUDGE_MODEL)
+
+
 @register_task("mmvet")
 class MMVet(Task):
     version = 1
@@ -198,7 +246,7 @@ class MMVet(Task):
     scored_locally = False
     judge = JudgeProtocol(messages=grade_request, parse=parse_grade, aggregate=aggregate_grades, model=JUDGE_MODEL,
                           max_tokens=JUDGE_MAX_TOKENS,
-                          temperatures=RETRY_TEMPERATURES)
+                          temperatures=RETRY_TEMPERATURES, released=RELEASED)
 
     def prompt(self, doc: dict) -> str:
         # Reference: llava-mm-vet.jsonl `text` = the bare MM-Vet question (paper Table 9: no format prompt).

@@ -1,13 +1,17 @@
 """Chat completions through the official `openai` client, with our own retry loop: 429 waits for the
 server's Retry-After (retry-after-ms first), 5xx, timeouts and dropped connections back off exponentially,
 401/403/404 and other 4xx stop at once; a 200 whose body is no chat completion is retried like a 5xx. The
-key is read from the environment and scrubbed from every message this module raises."""
+key is read from the environment and scrubbed from every message this module raises. `LazyJudgeClient` makes
+the client and probes the endpoint only when a first request must really be sent."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llava_types import UserError
@@ -96,6 +100,41 @@ class JudgeClient:
         except (openai.APIResponseValidationError, json.JSONDecodeError):
             raise _Retryable("malformed reply (not JSON)", None) from None
         return _completion(response)
+
+
+class LazyJudgeClient:
+    """A JudgeClient made, and its endpoint probed, on the first request that must be sent: once, under a lock,
+    with that request's model. A rerun whose verdicts are all stored or cached reads no key and sends nothing,
+    so it works offline. A failed setup (no key, a 401 at the probe) is raised again to every later caller."""
+
+    def __init__(self, config: JudgeConfig, make: Callable[[JudgeConfig], JudgeClient] = JudgeClient):
+        self.config, self.make = config, make
+        self._client: JudgeClient | None = None
+        self._failure: Exception | None = None
+        self._lock = threading.Lock()
+
+    def client(self, model: str) -> JudgeClient:
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if self._client is None:
+                try:
+                    client = self.make(self.config)
+                    client.probe(model)
+                except UserError as exc:
+                    self._failure = exc
+                    raise
+                self._client = client
+            return self._client
+
+    def complete(self, messages: list[dict], model: str, temperature: float, max_tokens: int) -> Completion:
+        return self.client(model).complete(messages, model, temperature, max_tokens)
+
+    def scrub(self, text: str) -> str:
+        if self._client is not None:
+            return self._client.scrub(text)
+        key = os.environ.get(self.config.api_key_env)  # nothing asked yet: scrub with the key the client would read
+        return text.replace(key, "***") if key else text
 
 
 def _completion(response) -> Completion:

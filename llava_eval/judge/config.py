@@ -12,6 +12,7 @@ timeout: 60                 # seconds per request
 retries: 6                  # per request, for 429 / 5xx / timeouts / connection errors
 prices: {gpt-4-0613: {input: 30.0, output: 60.0}}     # USD per 1M tokens, for the cost line
 cache: null                 # SQLite file; default <run dir>/judge-cache.sqlite
+calibrations: []            # calibration.json files of `llava-eval judge calibrate` (relative to this file)
 ```
 """
 
@@ -28,6 +29,7 @@ from llava_types import UserError
 from tasks.base import Task
 
 from ..redact import looks_secret
+from .calibration import read_calibration
 
 PROVIDERS = ("openai", "azure", "compatible")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -50,6 +52,7 @@ class JudgeConfig:
     retries: int = 6
     prices: dict = field(default_factory=dict)
     cache: str | None = None
+    calibrations: tuple = ()
 
     def __post_init__(self):
         check_endpoint(self.api_key_env, self.base_url, "judge config")
@@ -65,6 +68,8 @@ class JudgeConfig:
                 raise JudgeConfigError(f"judge {name} must be a positive integer, got {value!r}")
         if not _non_negative_number(self.timeout) or self.timeout == 0:
             raise JudgeConfigError(f"judge timeout must be a positive number of seconds, got {self.timeout!r}")
+        if not isinstance(self.calibrations, list | tuple) or not all(isinstance(p, str) for p in self.calibrations):
+            raise JudgeConfigError("judge calibrations must be a list of calibration.json paths")
         if not isinstance(self.models, dict) or not isinstance(self.prices, dict):
             raise JudgeConfigError("judge models and prices must be mappings")
         for model, price in self.prices.items():
@@ -129,6 +134,8 @@ def load_judge_config(path: str | Path | None = None, **overrides) -> JudgeConfi
             raise JudgeConfigError(f"judge config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
             raise JudgeConfigError(f"judge config {path}: expected a mapping of settings")
+        if isinstance(loaded.get("calibrations"), list):  # relative to the config file, wherever it is used from
+            loaded["calibrations"] = [str(path.parent / p) if isinstance(p, str) else p for p in loaded["calibrations"]]
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "api_key" in values:
@@ -138,4 +145,7 @@ def load_judge_config(path: str | Path | None = None, **overrides) -> JudgeConfi
     unknown = sorted(set(values) - known)
     if unknown:
         raise JudgeConfigError(f"unknown judge settings: {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    return JudgeConfig(**values)
+    config = JudgeConfig(**values)
+    for calibration in config.calibrations:
+        read_calibration(Path(calibration))  # a wrong file stops here, before anything is judged
+    return config

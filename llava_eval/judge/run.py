@@ -4,8 +4,9 @@ Per task, each answered doc is judged `runs` times. Every verdict is appended (f
 `<task>/judge.jsonl` the moment it arrives: raw reply, parsed verdict, attempts, tokens. A verdict that could
 not be obtained (the request failed after its retries, or every reply was unparsable) is written as
 missing, never as 0 or -1; a rerun asks again for the missing ones only, and the SQLite cache makes every
-verdict already obtained free. The metrics record the judge model actually used, missing counts, token use
-and cost; a task with missing verdicts gets no score unless their share is within `allow_missing`.
+verdict already obtained free. The metrics record the judge model actually used, the protocol's own judge
+model, the calibration of that judge the judge config names (if any), missing counts, token use and cost; a
+task with missing verdicts gets no score unless their share is within `allow_missing`.
 `rescore_judged` recomputes a task's metrics from its verdict file alone.
 """
 
@@ -21,12 +22,14 @@ from tasks.registry import get_task, load_all
 
 from ..rundir import NO_SCOREABLE_ROWS, Appender, RunDir
 from .cache import VerdictCache
-from .client import JudgeCallError, JudgeClient
+from .calibration import find_calibration
+from .client import JudgeCallError, JudgeClient, LazyJudgeClient
 from .config import JudgeConfig
 
 # What judging adds to a task's metrics besides the verdict counts and the task's own numbers.
 USAGE = ("fresh_calls", "cached", "prompt_tokens", "completion_tokens")
-JUDGE_RECORD = (*USAGE, "judge_model", "judge_provider", "runs", "cost_usd")
+JUDGE_RECORD = (*USAGE, "judge_model", "judge_provider", "runs", "cost_usd", "judge_protocol_model",
+                "judge_calibration")
 
 
 class IncompleteJudging(TaskError):
@@ -41,14 +44,14 @@ def judged_tasks(names=None) -> list[str]:
 
 
 @dataclass
-class _Judging:
+class Judging:
     """One task's judging: what every verdict request shares, and the running usage counts."""
 
     name: str
     task: Task
     model: str
     config: JudgeConfig
-    client: JudgeClient
+    client: LazyJudgeClient
     cache: VerdictCache
     writer: Appender
     usage: dict = field(default_factory=lambda: dict.fromkeys(USAGE, 0))
@@ -98,41 +101,53 @@ class _Judging:
         return text
 
 
-def _judged_task(name: str) -> Task:
+def is_verdict(row: dict | None, model: str) -> bool:
+    """Whether a stored verdict line holds a verdict of `model` (one that is missing is asked again)."""
+    return row is not None and row.get("status") == "ok" and row.get("model") == model
+
+
+def judge_all(judging: Judging, jobs: list[tuple]) -> dict:
+    """(doc id, judging run) -> verdict line for each (doc, doc id, answer, run) of `jobs`, asked `concurrency`
+    at a time; the verdict file is closed when they are done or one fails."""
+    def judge_one(job):
+        doc, doc_id, answer, run = job
+        return (doc_id, run), judging.verdict(doc, doc_id, answer, run)
+
+    try:
+        with ThreadPoolExecutor(max_workers=judging.config.concurrency) as pool:
+            return dict(pool.map(judge_one, jobs))
+    finally:
+        judging.writer.close()
+
+
+def judged_task(name: str) -> Task:
     task = get_task(name)
     if task.judge is None:
         raise TaskError(f"{name} is not judged (judged tasks: {', '.join(judged_tasks())})")
     return task
 
 
-def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: JudgeClient, cache: VerdictCache,
+def judge_task(run_dir: Path, name: str, config: JudgeConfig, client: LazyJudgeClient, cache: VerdictCache,
                allow_missing: float = 0.0, fresh: bool = False) -> dict:
     """Judge one task of a run; `fresh` asks again for every verdict (stored and cached ones included)."""
-    _judged_task(name)
+    judged_task(name)
     run = RunDir(run_dir)
     task, docs = run.run_docs(name)
     model = config.model_for(task)
     texts, _ = run.answers(name)
     stored = run.read_verdicts(name)
     ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
-    jobs = [(i, r) for i, doc_id in enumerate(ids) if doc_id in texts for r in range(config.runs)
-            if fresh or (stored.get((doc_id, r)) or {}).get("status") != "ok"
-            or stored[(doc_id, r)].get("model") != model]
-    judging = _Judging(name, task, model, config, client, cache, run.verdict_appender(name))
-
-    def judge_one(job):
-        index, run = job
-        return (ids[index], run), judging.verdict(docs[index], ids[index], texts[ids[index]], run)
-
-    try:
-        with ThreadPoolExecutor(max_workers=config.concurrency) as pool:
-            for key, row in pool.map(judge_one, jobs):
-                stored[key] = row
-    finally:
-        judging.writer.close()
+    jobs = [(docs[i], doc_id, texts[doc_id], r) for i, doc_id in enumerate(ids) if doc_id in texts
+            for r in range(config.runs) if fresh or not is_verdict(stored.get((doc_id, r)), model)]
+    judging = Judging(name, task, model, config, client, cache, run.verdict_appender(name))
+    stored.update(judge_all(judging, jobs))
     metrics = _metrics(name, task, docs, ids, texts, stored, config, model, allow_missing)
     metrics.update(judging.usage, judge_model=model, judge_provider=config.provider, runs=config.runs,
-                   cost_usd=config.cost(model, judging.usage["prompt_tokens"], judging.usage["completion_tokens"]))
+                   cost_usd=config.cost(model, judging.usage["prompt_tokens"], judging.usage["completion_tokens"]),
+                   judge_protocol_model=task.judge.model)
+    calibration = find_calibration(config.calibrations, name, model)
+    if calibration is not None:
+        metrics["judge_calibration"] = calibration
     _record(run, name, task, metrics)
     if metrics["status"] == "incomplete":
         raise IncompleteJudging(f"{name}: {metrics['n_missing']} of {metrics['n_expected']} verdicts missing "
@@ -170,7 +185,7 @@ def rescore_judged(run_dir: Path, name: str) -> dict:
     holds the run directory's lock (`llava-eval rescore` does)."""
     run = RunDir(run_dir)
     run.read_config()  # not a run directory: one error line
-    _judged_task(name)
+    judged_task(name)
     recorded = _recorded_judging(run, name)
     allow_missing = 0.0
     if recorded.get("status") == "scored_with_missing":
@@ -181,7 +196,7 @@ def rescore_judged(run_dir: Path, name: str) -> dict:
     ids = [task.doc_id(d, i) for i, d in enumerate(docs)]
     metrics = _metrics(name, task, docs, ids, texts, stored, JudgeConfig(runs=recorded["runs"]),
                        recorded["judge_model"], allow_missing)
-    metrics.update({key: recorded.get(key) for key in JUDGE_RECORD})
+    metrics.update({key: recorded[key] for key in JUDGE_RECORD if key in recorded})  # an older judging has fewer
     _record(run, name, task, metrics)
     return metrics
 
@@ -212,8 +227,9 @@ def _record(run: RunDir, name: str, task, metrics: dict) -> None:
 
 def judge_run(run_dir: Path, names: list[str] | None, config: JudgeConfig, *, no_cache: bool = False,
               allow_missing: float = 0.0, echo=print) -> dict:
-    """Judge every judged task of a run (or `names`): probe first, then judge; returns metrics per task. The
-    run directory's lock is held throughout, so a live `run` and a `judge` never write the same files."""
+    """Judge every judged task of a run (or `names`); returns metrics per task. The endpoint is probed before the
+    first request that must be sent, and not at all when every verdict is stored or cached. The run directory's
+    lock is held throughout, so a live `run` and a `judge` never write the same files."""
     run = RunDir(run_dir)
     run.finished_tasks()  # not a run directory: refused before a lock file is made there
     with run.lock():
@@ -234,8 +250,7 @@ def _judge_locked(run: RunDir, names, config: JudgeConfig, no_cache: bool, allow
     wanted = [n for n in wanted if n not in empty]
     if not wanted:
         return {}
-    client = JudgeClient(config)
-    client.probe(config.model_for(get_task(wanted[0])))
+    client = LazyJudgeClient(config, JudgeClient)
     cache = VerdictCache(Path(config.cache) if config.cache else run.judge_cache, enabled=not no_cache)
     results, incomplete = {}, []
     try:

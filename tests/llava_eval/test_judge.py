@@ -71,8 +71,36 @@ def test_clean_run_scores_and_a_rerun_costs_nothing(server, run_dir):
     first = scores(run_dir)
     again = judge(run_dir, server["url"])
     assert again.exit_code == 0
-    assert len(server["script"].requests) == n_requests + 1  # only the probe
+    assert len(server["script"].requests) == n_requests  # nothing to ask: not even the probe
     assert scores(run_dir) == first and metrics(run_dir, "mmvet")["cached"] == 0  # nothing was even missing
+
+
+def test_a_rerun_with_every_verdict_at_hand_works_offline_without_a_key(server, run_dir, monkeypatch):
+    """Stored verdicts (judge.jsonl) or cached ones (the SQLite cache) need no key, no probe, no request."""
+    assert judge(run_dir, server["url"], "--runs", "2").exit_code == 0
+    first, n_requests = scores(run_dir), len(server["script"].requests)
+    monkeypatch.delenv("JUDGE_TEST_KEY")
+    again = judge(run_dir, server["url"], "--runs", "2")
+    assert again.exit_code == 0, again.output
+    assert len(server["script"].requests) == n_requests and scores(run_dir) == first
+    for task in TASKS:
+        (run_dir / task / "judge.jsonl").unlink()
+    cached = judge(run_dir, server["url"], "--runs", "2")
+    assert cached.exit_code == 0, cached.output
+    assert len(server["script"].requests) == n_requests and scores(run_dir) == first
+    assert metrics(run_dir, "mmvet")["cached"] == 12 and metrics(run_dir, "mmvet")["fresh_calls"] == 0
+    # one more run per answer must be asked: only now is the key needed
+    more = judge(run_dir, server["url"], "--runs", "3")
+    assert more.exit_code == 2 and "environment variable JUDGE_TEST_KEY" in more.output
+    assert len(server["script"].requests) == n_requests
+
+
+def test_the_probe_is_sent_once_on_the_first_request_to_send(server, run_dir):
+    assert judge(run_dir, server["url"], "--runs", "1").exit_code == 0
+    n_requests = len(server["script"].requests)
+    assert judge(run_dir, server["url"], "--runs", "2").exit_code == 0  # one more run: 12 verdicts to ask
+    sent = [r["body"]["messages"][-1]["content"] for r in server["script"].requests[n_requests:]]
+    assert sent[0] == "ping" and sent.count("ping") == 1 and len(sent) == 1 + 12
 
 
 def test_verdicts_are_cached_across_judge_files(server, run_dir):
@@ -81,7 +109,7 @@ def test_verdicts_are_cached_across_judge_files(server, run_dir):
         (run_dir / task / "judge.jsonl").unlink()
     n = len(server["script"].requests)
     assert judge(run_dir, server["url"]).exit_code == 0
-    assert len(server["script"].requests) == n + 1 and metrics(run_dir, "mmvet")["cached"] == 18
+    assert len(server["script"].requests) == n and metrics(run_dir, "mmvet")["cached"] == 18
     assert judge(run_dir, server["url"], "--no-cache").exit_code == 0
     assert len(server["script"].requests) > n + 2  # --no-cache asks again
 
@@ -142,7 +170,7 @@ def test_allow_missing_scores_the_complete_docs(server, run_dir):
 def test_key_never_written(server, run_dir):
     assert judge(run_dir, server["url"]).exit_code == 0
     server["script"] = Script(["ok"], default="401")
-    bad = judge(run_dir, server["url"])  # a rejected key at the probe
+    bad = judge(run_dir, server["url"], "--no-cache")  # a rejected key at the probe (sent: there is work to do)
     assert bad.exit_code == 2
     for path in run_dir.rglob("*"):
         if path.is_file():
