@@ -12,7 +12,8 @@ import click
 from .scheduling import STRATEGIES  # the --engine names; no torch behind it, so --help stays fast
 
 MODEL_HELP = ("Checkpoint directory (llava-hf or original LLaVA format; the backend is picked by its architecture), "
-              "built-in checkpoint (tiny-shapes), preset name (tiny: random weights) or BACKEND:MODEL (llava:DIR).")
+              "built-in checkpoint (tiny-shapes), preset name (tiny: random weights) or BACKEND:MODEL (llava:DIR; "
+              "served:NAME, a model behind --model-base-url; vllm:DIR, vLLM's engine in this process).")
 
 
 def user_errors(fn):
@@ -59,6 +60,35 @@ def model_options(fn):
     return fn
 
 
+def served_options(fn):
+    """Options of a model we do not run ourselves: behind an endpoint (served:NAME) or in vLLM (vllm:DIR)."""
+    options = [
+        click.option("--model-base-url", default=None,
+                     help="served:NAME: the server's OpenAI-compatible base URL (http://127.0.0.1:8000/v1; SGLang's "
+                          "root URL for --served-mode generate). Not the judge's --base-url."),
+        click.option("--model-api-key-env", default=None,
+                     help="served:NAME: name of the environment variable holding the server's key (default: none)."),
+        click.option("--served-mode", type=click.Choice(["chat", "generate"]), default="chat", show_default=True,
+                     help="chat: chat completions (launch the server with our chat template, docs/serving.md); "
+                          "generate: SGLang's /generate with the prompt rendered here."),
+        click.option("--max-in-flight", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="served: requests in flight at most (halved on a 429, grown back on success)."),
+        click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+                     show_default=True, help="served: seconds per request."),
+        click.option("--request-retries", type=click.IntRange(min=0), default=6, show_default=True,
+                     help="served: tries after the first for 429 / 5xx / timeouts; then the answer is missing."),
+        click.option("--image-size", type=click.IntRange(min=1), default=None,
+                     help="served, vllm: the model's input side, images are preprocessed to it (default 336)."),
+        click.option("--tensor-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="vllm:DIR: GPUs per engine."),
+        click.option("--data-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="vllm:DIR: engine replicas."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def judge_options(fn):
     options = [
         click.option("--judge-config", type=click.Path(), default=None,
@@ -73,7 +103,8 @@ def judge_options(fn):
         click.option("--retries", type=click.IntRange(min=0), default=None),
         click.option("--no-cache", is_flag=True, help="Ask the judge again even for cached verdicts."),
         click.option("--allow-missing", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-                     help="Score a task even if up to this share of its verdicts is missing."),
+                     help="Score a task even if up to this share of its verdicts (or, in run, of its answers a "
+                          "served model could not give) is missing."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -96,13 +127,16 @@ def judge_config_from(judge_config, provider, base_url, api_key_env, judge_model
     return config
 
 
-def load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine):
-    """The backend `--model` names (llava_eval.backends.registry), opened with the model and engine options."""
+def load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine,
+                      model_base_url=None, model_api_key_env=None, **served):
+    """The backend `--model` names (llava_eval.backends.registry), opened with the model, engine and served
+    options."""
     from .backends.entry import BackendOptions
     from .backends.registry import open_backend
 
     return open_backend(model, BackendOptions(device=device, dtype=dtype, template=template, image_mode=image_mode,
-                                              vision_tower=vision_tower, batch_size=batch_size, engine=engine))
+                                              vision_tower=vision_tower, batch_size=batch_size, engine=engine,
+                                              base_url=model_base_url, api_key_env=model_api_key_env, **served))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,12 +152,14 @@ def main():
 @click.option("--prompt", required=True, help="The question, as the user turn's text.")
 @click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--show-prompt", is_flag=True, help="Also print the rendered prompt.")
+@served_options
 @user_errors
-def generate(model, device, dtype, template, image_mode, vision_tower, images, prompt, max_new_tokens, show_prompt):
+def generate(model, device, dtype, template, image_mode, vision_tower, images, prompt, max_new_tokens, show_prompt,
+             **served):
     """Answer one question about an image, greedily, with the checkpoint's own template."""
     from llava_model.conversation import move_image_to_front
     from llava_model.preprocess import load_image
-    from llava_types import IMAGE_PLACEHOLDER, USER, GenerationSettings, Message, Request
+    from llava_types import IMAGE_PLACEHOLDER, USER, GenerationSettings, Message, Request, Unanswered, UserError
 
     loaded = [load_image(path) for path in images]  # fail on a bad image before loading the model
     text = prompt
@@ -132,11 +168,14 @@ def generate(model, device, dtype, template, image_mode, vision_tower, images, p
         text = IMAGE_PLACEHOLDER * missing + "\n" + text
     if len(loaded) == 1:
         text = move_image_to_front(text)
-    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, 1, "reference")
+    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, 1, "reference", **served)
     request = Request("cli", (Message(USER, text),), tuple(loaded), GenerationSettings(max_new_tokens))
     if show_prompt:
         click.echo(backend.prompt(request), err=True)
-    click.echo(backend.generate([request])[0])
+    answer = backend.generate([request])[0]
+    if isinstance(answer, Unanswered):
+        raise UserError(f"no answer: {answer.reason}")
+    click.echo(answer)
 
 
 @main.command()
@@ -213,10 +252,11 @@ def _row_count(task) -> str:
               help="fast: one vision pass and prefix prefill per image, batched decode; reference: the batched "
                    "plain engine (batch size 1 = the original scripts' loop). Same answers on CPU float32.")
 @judge_options
+@served_options
 @user_errors
 def run(model, device, dtype, template, image_mode, vision_tower, task_list, suite, data, data_root, limit,
         batch_size, out_dir, resume, progress, engine, judge_config, provider, base_url, api_key_env, judge_model, runs,
-        concurrency, timeout, retries, no_cache, allow_missing):
+        concurrency, timeout, retries, no_cache, allow_missing, **served):
     """Generate answers for tasks and score them into a run directory."""
     import time
     from pathlib import Path
@@ -257,14 +297,15 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
     if shard.main and out.is_dir():
         with RunLock(out):  # a directory a live run or judge holds is refused before the model loads
             pass
-    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine)
+    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine, **served)
     fingerprint = backend.fingerprint()
     say(f"model {backend.source} (fingerprint {fingerprint}); {len(names)} tasks; data {data}; run directory {out}"
         + (f"; {shard.world} processes" if shard.world > 1 else ""))
     try:
-        run_tasks(backend, names, out, model_id=backend.source, data=data, data_root=data_root, limit=limit,
-                  batch_size=batch_size, echo=say, model_fp=fingerprint, env=environment(backend.record()),
-                  progress=progress if shard.main else False, shard=shard, docs=docs)
+        results = run_tasks(backend, names, out, model_id=backend.source, data=data, data_root=data_root, limit=limit,
+                            batch_size=batch_size, echo=say, model_fp=fingerprint, env=environment(backend.record()),
+                            progress=progress if shard.main else False, shard=shard, docs=docs,
+                            allow_missing=allow_missing)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished batch is saved in {out}; run the same command again "
                    "(or add --resume) to continue", err=True)
@@ -283,6 +324,11 @@ def run(model, device, dtype, template, image_mode, vision_tower, task_list, sui
         click.echo(f"not judged (no judge configured): {', '.join(judged)}; answers are saved, judge them later "
                    f"with `llava-eval judge {out} --judge-config FILE`")
     click.echo(f"results: {out / 'results.json'}")
+    unanswered = [n for n in names if results[n]["metrics"].get("status") == "incomplete"]
+    if unanswered:
+        click.echo(f"incomplete: {', '.join(unanswered)} (answers missing after their retries, more than "
+                   f"--allow-missing {allow_missing:g}); run the same command again to ask only for them", err=True)
+        sys.exit(3)
 
 
 @main.command()

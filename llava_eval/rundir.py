@@ -18,6 +18,7 @@ from .runstate import load_prediction_rows
 
 DATA_OPTIONS = ("data", "data_root", "limit")  # the options that decide which rows a task has
 NO_SCOREABLE_ROWS = "no_scoreable_rows"  # metrics status of a task none of whose docs could be answered
+INCOMPLETE = "incomplete"  # metrics status of a task with more unanswered docs than --allow-missing accepts
 
 
 def write_json(path: Path, obj) -> None:
@@ -34,14 +35,21 @@ def _json_default(obj):
 
 def read_predictions(path: Path) -> tuple[dict, dict]:
     """(doc id -> text, doc id -> error) from a predictions file; later lines win, a torn last line is
-    ignored."""
+    ignored. Docs the model left unanswered (`missing` lines) are in neither."""
     texts, errors = {}, {}
     for doc_id, row in load_prediction_rows(path).items():
         if "error" in row:
             errors[doc_id] = row["error"]
-        else:
+        elif "text" in row:
             texts[doc_id] = row["text"]
     return texts, errors
+
+
+def read_unanswered(path: Path) -> dict:
+    """doc id -> reason, for the docs whose last line says the model gave no answer (a served request that
+    failed after its retries); the next run asks for them again."""
+    return {doc_id: row["missing"] for doc_id, row in load_prediction_rows(path).items()
+            if "missing" in row and "text" not in row}
 
 
 class Appender:

@@ -28,17 +28,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_types import Backend, Model
+from llava_types import Backend, Model, Unanswered
 from tasks.base import Task, TaskError
 from tasks.registry import get_task
 
 from .data import Docs, image_root, load_docs, resolve_image
 from .rundir import (
     DATA_OPTIONS,
+    INCOMPLETE,
     NO_SCOREABLE_ROWS,
     Appender,
     read_json,
     read_predictions,
+    read_unanswered,
     task_data_options,
     write_items,
     write_json,
@@ -193,6 +195,9 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
             index_of = {task.doc_id(light[i], i): i for i in chunk}
             lines = []
             for request, text in zip(requests, texts, strict=True):
+                if isinstance(text, Unanswered):  # never an empty answer: asked again on the next run
+                    lines.append({"question_id": request.doc_id, "missing": text.reason, "task": task.name})
+                    continue
                 fp = dict(expected, prompt=prompt_fp(task, light[index_of[request.doc_id]]),
                           image=image_fingerprint(request.images))
                 lines.append({"question_id": request.doc_id, "prompt": request.messages[-1].text, "text": text,
@@ -210,20 +215,29 @@ def generate_task(task: Task, docs: Docs, model: Model, pred_file: Path, model_i
     return len(missing)
 
 
-def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None = None) -> dict:
+def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None = None,
+               allow_missing: float = 0.0) -> dict:
     """Metrics of the stored predictions, with a bootstrap interval of the primary metric; the per-doc items
     go to `items_file` when given. A task none of whose docs has an answer (every image failed) gets no metric:
-    scoring empty answers would print a number that measures nothing."""
+    scoring empty answers would print a number that measures nothing. Nor does a task whose unanswered docs
+    (a served model's failed requests) exceed the `allow_missing` share; within it, they are left out."""
+    from .scoring import score_answered
     from .stats import bootstrap_ci
 
     texts, errors = read_predictions(pred_file)
     light = list(docs.without_images(task))
-    if not any(task.doc_id(doc, i) in texts for i, doc in enumerate(light)):
+    ids = [task.doc_id(doc, i) for i, doc in enumerate(light)]
+    stored = read_unanswered(pred_file)
+    unanswered = {d: stored[d] for d in ids if d in stored}
+    incomplete = len(unanswered) > allow_missing * len(light)
+    if incomplete or not any(d in texts for d in ids):
         if items_file is not None:
             items_file.unlink(missing_ok=True)  # items of an earlier scoring no longer describe this task
-        return {"status": NO_SCOREABLE_ROWS, "n_docs": len(light), "n_missing": len(light), **_error_fields(errors)}
-    metrics, items = task.score(light, texts)
-    metrics.update(_error_fields(errors))
+        return {"status": INCOMPLETE if incomplete else NO_SCOREABLE_ROWS, "n_docs": len(light),
+                "n_missing": sum(d not in texts for d in ids), **_error_fields(errors),
+                **_unanswered_fields(unanswered)}
+    metrics, light, items = score_answered(task, light, texts, unanswered)
+    metrics.update(_error_fields(errors), **_unanswered_fields(unanswered))
     value = metrics.get(task.primary_metric)
     ci = bootstrap_ci(task, light, items, point=value if isinstance(value, int | float) else None)
     if ci is not None:
@@ -235,6 +249,10 @@ def score_task(task: Task, docs: Docs, pred_file: Path, items_file: Path | None 
 
 def _error_fields(errors: dict) -> dict:
     return {"n_errors": len(errors), **({"errors": dict(list(errors.items())[:20])} if errors else {})}
+
+
+def _unanswered_fields(unanswered: dict) -> dict:
+    return {"n_unanswered": len(unanswered), "unanswered": dict(list(unanswered.items())[:20])} if unanswered else {}
 
 
 def run_config(model_id: str, names: list[str], data: str, limit: int | None, batch_size: int,
@@ -273,6 +291,7 @@ class Invocation:
     batch_size: int
     options: dict
     shard: Shard = Shard()
+    allow_missing: float = 0.0  # share of a task's docs that may stay unanswered and the task still be scored
 
     @property
     def image_root(self) -> Path | None:
@@ -282,7 +301,7 @@ class Invocation:
 def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: str = "synthetic",
         data_root: str | None = None, limit: int | None = None, batch_size: int = 8, echo=print,
         model_fp: str | None = None, env: dict | None = None, progress: bool | None = None,
-        shard: Shard = Shard(), docs: dict[str, Docs] | None = None) -> dict:
+        shard: Shard = Shard(), docs: dict[str, Docs] | None = None, allow_missing: float = 0.0) -> dict:
     """Run `names` into `out_dir` (resuming what is there); `progress` None shows bars on a terminal only;
     `docs` are the tasks' rows when already loaded (load_task_docs). Under torchrun every rank calls this
     with its `shard`; rank 0 alone locks, scores and writes metrics."""
@@ -290,7 +309,7 @@ def run(model: Model, names: list[str], out_dir: Path, *, model_id: str, data: s
 
     docs = load_task_docs(names, data, data_root, limit) if docs is None else docs
     job = Invocation(model, model_id, model_fp, batch_size, {"data": data, "data_root": data_root, "limit": limit},
-                     shard)
+                     shard, allow_missing)
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir) if shard.main else contextlib.nullcontext():
         if not shard.main:
@@ -339,7 +358,7 @@ def _run_task(job: Invocation, task: Task, docs: Docs, out_dir: Path, bar) -> di
     started = time.perf_counter()
     generated = generate_task(task, docs, job.model, pred_file, job.model_id, job.image_root, model_fp=job.model_fp,
                               batch_size=job.batch_size, progress=bar, shard=job.shard)
-    metrics = score_task(task, docs, pred_file, task_dir / "items.jsonl")
+    metrics = score_task(task, docs, pred_file, task_dir / "items.jsonl", job.allow_missing)
     entry = {"task": task.name, "version": task.version, "data": docs.source, "options": job.options,
              "primary_metric": task.primary_metric, "scored_locally": task.scored_locally, "metrics": metrics,
              "generated": generated, "seconds": round(time.perf_counter() - started, 2)}
@@ -381,8 +400,8 @@ def _run_worker(job: Invocation, names: list[str], docs: dict, out_dir: Path) ->
 
 def format_row(entry: dict) -> str:
     m = entry["metrics"]
-    flags = [] if m.get("status") == NO_SCOREABLE_ROWS else [
-        f"{m[key]} {label}" for key, label in (("n_missing", "missing"), ("n_errors", "image errors")) if m.get(key)]
+    flags = [] if m.get("status") in (NO_SCOREABLE_ROWS, INCOMPLETE) else [f"{m[key]} {label}" for key, label in (
+        ("n_missing", "missing"), ("n_errors", "image errors"), ("n_unanswered", "unanswered")) if m.get(key)]
     return (f"{entry['task']:18} {entry['primary_metric']:14} {_shown(entry):>34}  n={m.get('n_docs', 0)}"
             + (f"  ({', '.join(flags)})" if flags else ""))
 
@@ -391,6 +410,8 @@ def _shown(entry: dict) -> str:
     m = entry["metrics"]
     if m.get("status") == NO_SCOREABLE_ROWS:
         return f"no scoreable rows ({m.get('n_errors', 0)} image errors)"
+    if m.get("status") == INCOMPLETE:
+        return f"no score ({m['n_unanswered']} unanswered)"
     if entry.get("judged_stale"):
         return "needs re-judging (answers changed)"
     if not entry["scored_locally"] and not entry.get("judged"):
