@@ -196,7 +196,7 @@ class ServedBackend:
     def probe(self) -> None:
         """One tiny request: an unreachable server, a wrong key or model name stops here, before any work."""
         probe = Request("probe", (Message(USER, "ping"),), settings=GenerationSettings(max_new_tokens=1))
-        result = Dispatcher(Window(1), retries=2, backoff=0.5).run([probe], self.ask, prepare=self.body)[0]
+        result = Dispatcher(Window(1), retries=2).run([probe], self.ask, prepare=self.body)[0]
         if isinstance(result, Unanswered):
             raise SetupError(f"served model {self.model!r} at {self.endpoint.url} unusable: {result.reason}")
 

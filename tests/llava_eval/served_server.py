@@ -3,8 +3,8 @@ completions (`/v1/chat/completions`, the messages rendered with the shipped chat
 launched with `--chat-template` render them) and SGLang's `/generate` (the raw prompt). It reads every request
 as a server would - prompt bytes, images decoded from their data URLs, temperature, token cap, key - records it
 in `seen`, notes what breaks the protocol in `problems`, and answers as scripted per (prompt, image): "ok", "429"
-(with Retry-After), "500", "slow" (past the client's timeout), "drop" (connection closed), "400", or a malformed
-200 body. The answer is a function of prompt and pixels, so any two runs against it agree."""
+(with Retry-After), "500", "slow" (past the client's timeout), "drop" (connection closed), "400", "401", "404",
+or a malformed 200 body. The answer is a function of prompt and pixels, so any two runs against it agree."""
 
 from __future__ import annotations
 
@@ -55,10 +55,12 @@ class Seen:
 @dataclass
 class Server:
     """State of the running server. `plan(seen, n)` -> the action for the n-th request (0-based) with that
-    (prompt, images) key; `delay` is a service time in seconds for every request."""
+    (prompt, images) key, the backend's 1-token probe excepted; `every`: one action for every request, the probe
+    included; `delay` is a service time in seconds for every request."""
 
     template: str = "vicuna_v1"
     plan: object = None
+    every: str | None = None
     delay: float = 0.0
     slow: float = 1.0
     url: str = ""
@@ -143,7 +145,8 @@ def _handler(server: Server):
                 server.in_flight += 1
                 server.most_in_flight = max(server.most_in_flight, server.in_flight)
             try:
-                self._answer(seen, server.plan(seen, n) if server.plan and seen.max_tokens != 1 else "ok")
+                self._answer(seen, server.every or (server.plan(seen, n) if server.plan and seen.max_tokens != 1
+                                                    else "ok"))
             finally:
                 with server.lock:
                     server.in_flight -= 1
@@ -156,7 +159,7 @@ def _handler(server: Server):
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            if action in ("429", "500", "400"):
+            if action in ("429", "500", "400", "401", "404"):
                 self.send_response(int(action))
                 if action in ("429", "500"):
                     self.send_header("retry-after-ms", "20")
