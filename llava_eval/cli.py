@@ -457,6 +457,27 @@ def compare(run_a, run_b, task_list, csv_file):
 
 
 @main.command()
+@click.argument("run_a", type=click.Path())
+@click.argument("run_b", type=click.Path())
+@click.option("--tasks", "task_list", default=None, help="Comma-separated tasks (default: all answered in both).")
+@click.option("--examples", default=5, show_default=True, type=click.IntRange(min=0),
+              help="Differing answers listed per task.")
+@click.option("--out", "out_file", default=None, type=click.Path(), help="JSON file (default RUN_B/agreement.json).")
+@user_errors
+def agree(run_a, run_b, task_list, examples, out_file):
+    """Per task, the share of identical answers of two runs (e.g. local engine vs served model), the score
+    difference B - A with a paired bootstrap 95% interval, and the first differing answers."""
+    from .agree import agreement, format_table, write_agreement
+    from .errors import check_output
+
+    if out_file:
+        check_output(out_file, "--out")
+    result = agreement(run_a, run_b, task_list.split(",") if task_list else None, examples)
+    click.echo("\n".join(format_table(result)))
+    click.echo(f"wrote {write_agreement(result, out_file)}")
+
+
+@main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", "out_file", default=None, type=click.Path(), help="HTML file (default RUN_DIR/report.html).")
 @click.option("--max-samples", default=500, show_default=True, type=click.IntRange(min=1),
