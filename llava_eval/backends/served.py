@@ -7,13 +7,16 @@ URLs where the `<image>` placeholders were; launched with the shipped chat templ
 server renders the paper's prompt. `generate`: SGLang's native POST {base}/generate with the prompt rendered
 here (`text`, no BOS: the server's tokenizer adds it) and the images (`image_data`); the OpenAI completions
 API has no standard field for images. The key comes only from the environment variable named by
-`--model-api-key-env`; a URL with credentials is refused; HTTPS certificates are verified.
+`--model-api-key-env` (no Authorization header without one); a URL with credentials is refused; HTTPS
+certificates are verified.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 from urllib.parse import urlsplit
 
 from llava_model.conversation import get_template, render
@@ -23,12 +26,12 @@ from ..judge.config import ENV_NAME
 from ..redact import looks_secret
 from .entry import BackendEntry, BackendOptions
 from .exact_inputs import DEFAULT_IMAGE_SIZE, ImageEncoder, chat_messages, describe_preprocessing
+from .http_pool import ConnectionPool, ReplyTooLarge
 from .inflight import Dispatcher, Refused, Retry, SetupError, Window
 
 NAME = "served"
 MODES = ("chat", "generate")
 PATHS = {"chat": "/chat/completions", "generate": "/generate"}
-NO_KEY = "none"  # sent when no key is named: never the OPENAI_API_KEY the openai client would pick up itself
 
 
 def check_endpoint(base_url: str | None, api_key_env: str | None) -> None:
@@ -59,62 +62,55 @@ def public_url(base_url: str) -> str:
 
 
 class Endpoint:
-    """One HTTP endpoint through the official `openai` client (its own retries off: inflight.py retries)."""
+    """One HTTP endpoint (http_pool.py); the request's fate by the reply's status: Retry for what another try
+    may fix (429, 5xx, timeouts, dropped connections, a body that is not JSON), Refused for this request alone
+    (other 4xx), SetupError for everything (401, 403, 404, an untrusted certificate, a redirect)."""
 
     def __init__(self, base_url: str, api_key_env: str | None, timeout: float):
-        import openai
-
-        key = NO_KEY
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key_env is not None:
             key = os.environ.get(api_key_env, "")
             if not key:
                 raise UserError(f"the served model needs an API key in the environment variable {api_key_env}, "
                                 "which is not set")
-        self.url, self.api_key_env, self.timeout, self._key = public_url(base_url), api_key_env, timeout, key
-        self.client = openai.OpenAI(base_url=self.url, api_key=key, timeout=timeout, max_retries=0)
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key != NO_KEY else text
+            headers["Authorization"] = f"Bearer {key}"
+        self.url, self.api_key_env, self.timeout = public_url(base_url), api_key_env, timeout
+        self.pool = ConnectionPool(self.url, timeout, headers)
 
     def post(self, path: str, body: dict):
-        """The reply's JSON; Retry for what another try may fix, Refused for this request, SetupError else."""
-        import openai
-
+        """The reply's JSON value."""
         try:
-            return self.client.post(path, body=body, cast_to=object)
-        except openai.RateLimitError as exc:
-            raise Retry("429 rate limited", retry_after(exc.response), rate_limited=True) from None
-        except openai.AuthenticationError:
-            raise SetupError(f"{self.url} rejected the key in {self.api_key_env or '(no key given)'} (401)") from None
-        except openai.PermissionDeniedError:
-            raise SetupError(f"{self.url} refused access (403) with the key in {self.api_key_env}") from None
-        except openai.NotFoundError:
-            raise SetupError(f"{self.url}{path} or the model was not found (404)") from None
-        except openai.InternalServerError as exc:
-            raise Retry(f"server error {exc.status_code}", retry_after(exc.response)) from None
-        except openai.APITimeoutError:
+            reply = self.pool.post(path, json.dumps(body).encode())
+        except TimeoutError:
             raise Retry(f"no answer within {self.timeout:g} s") from None
-        except openai.APIConnectionError as exc:
-            raise Retry(f"cannot reach {self.url}{_tls_problem(exc)}") from None
-        except openai.APIStatusError as exc:
-            raise Refused(self.scrub(f"HTTP {exc.status_code} {_short(exc.message)}")) from None
-        except (openai.APIResponseValidationError, json.JSONDecodeError, UnicodeDecodeError):
+        except ssl.SSLCertVerificationError as exc:
+            raise SetupError(f"{self.url}: TLS certificate not trusted ({exc.verify_message})") from None
+        except ReplyTooLarge as exc:
+            raise Refused(str(exc)) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise Retry(f"cannot reach {self.url} ({type(exc).__name__})") from None
+        status = reply.status
+        if status == 429:
+            raise Retry("429 rate limited", retry_after(reply.headers), rate_limited=True)
+        if status >= 500 or status == 408:
+            raise Retry(f"server error {status}", retry_after(reply.headers))
+        if status in (401, 403):
+            raise SetupError(f"{self.url} refused the key in {self.api_key_env or '(no key given)'} ({status})")
+        if status == 404:
+            raise SetupError(f"{self.url}{path} or the model was not found (404)")
+        if 300 <= status < 400:
+            raise SetupError(f"{self.url} redirects ({status}) to {_short(reply.headers.get('location'))}; give "
+                             "that URL as --model-base-url")
+        if status != 200:
+            raise Refused(f"HTTP {status} {_short(reply.body.decode('utf-8', 'replace'))}")
+        try:
+            return json.loads(reply.body)
+        except (ValueError, RecursionError):
             raise Retry("malformed reply (not JSON)") from None
 
 
-def _tls_problem(exc: BaseException) -> str:
-    """' (TLS certificate not trusted: ...)' when a certificate check failed somewhere in the cause chain."""
-    import ssl
-
-    while exc is not None:
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return f" (TLS certificate not trusted: {exc.verify_message})"
-        exc = exc.__cause__ or exc.__context__
-    return ""
-
-
-def retry_after(response) -> float | None:
-    headers = getattr(response, "headers", None) or {}
+def retry_after(headers) -> float | None:
+    """Seconds the server asks us to wait (retry-after-ms first), capped at 10 minutes; None when it does not."""
     for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
         try:
             value = float(headers.get(name))
@@ -157,7 +153,7 @@ class ServedBackend:
         self.window = Window(options.max_in_flight)
         self.dispatcher = Dispatcher(self.window, options.request_retries)
         self.source = f"{NAME}:{model}"
-        self.chunk_size = 4 * options.max_in_flight  # four windows: a crash loses at most these answers
+        self.chunk_size = 8 * options.max_in_flight  # eight windows: a crash loses at most these answers
 
     def prompt(self, request: Request) -> str:
         return render(self.template, request.messages, add_generation_prompt=True)
@@ -176,22 +172,16 @@ class ServedBackend:
         return answer_text(self.endpoint.post(PATHS[self.mode], body), self.mode)
 
     def generate(self, requests: list[Request]) -> list[str | Unanswered]:
-        order = sorted(range(len(requests)), key=self._image_order(requests))
+        # The questions on one image go out next to each other (in order of first appearance), so the server's
+        # prefix cache holds an image while its questions arrive.
+        first: dict = {}
+        group = [first.setdefault(_look(request), index) for index, request in enumerate(requests)]
+        order = sorted(range(len(requests)), key=lambda index: (group[index], index))
         answers = self.dispatcher.run([requests[i] for i in order], self.ask, prepare=self.body)
         out: list = [None] * len(requests)
         for position, index in enumerate(order):
             out[index] = answers[position]
         return out
-
-    def _image_order(self, requests: list[Request]):
-        """Sort key that puts the questions on one image next to each other (first appearance order), so the
-        server's prefix cache holds an image while its questions arrive."""
-        first: dict = {}
-        keys = []
-        for index, request in enumerate(requests):
-            key = tuple(self.encoder.key(image, request.image_mode or self.image_mode) for image in request.images)
-            keys.append(first.setdefault(key, index))
-        return lambda index: (keys[index], index)
 
     def probe(self) -> None:
         """One tiny request: an unreachable server, a wrong key or model name stops here, before any work."""
@@ -211,6 +201,17 @@ class ServedBackend:
                 "served_mode": self.mode, "template": self.template.name, "image_mode": self.image_mode,
                 "preprocessing": describe_preprocessing(self.image_mode, self.encoder.size),
                 "max_in_flight": self.window.limit}
+
+
+def _look(request: Request) -> tuple:
+    """A cheap likeness of a request's images (size, mode and three rows of pixels), for ordering only: two
+    images that share it are merely sent next to each other; which image is sent is decided by its full hash."""
+    looks = []
+    for image in request.images:
+        width, height = image.size
+        rows = b"".join(image.crop((0, y, width, y + 1)).tobytes() for y in (0, height // 2, height - 1))
+        looks.append((image.mode, image.size, rows))
+    return tuple(looks)
 
 
 def open_served(model: str, options: BackendOptions) -> ServedBackend:

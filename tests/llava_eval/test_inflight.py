@@ -125,4 +125,4 @@ def test_the_served_backend_sends_an_images_questions_together_and_answers_in_re
     backend = ServedBackend("m", BackendOptions(base_url=endpoint.url, max_in_flight=1), endpoint=endpoint)
     assert backend.generate(requests) == [f"q{i}" for i in range(5)]  # stripped, as the original scripts do
     assert endpoint.order == ["\nq0", "\nq2", "\nq4", "\nq1", "\nq3"]
-    assert backend.chunk_size == 4
+    assert backend.chunk_size == 8
