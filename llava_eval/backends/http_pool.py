@@ -77,7 +77,7 @@ class ConnectionPool:
                 raise
             if len(body) > MAX_REPLY:
                 conn.close()
-                raise ReplyTooLarge(f"reply larger than {MAX_REPLY // 2**20} MiB")
+                raise ReplyTooLarge(f"reply larger than {MAX_REPLY:,} bytes")
             if response.will_close:
                 conn.close()
             else:

@@ -2,9 +2,10 @@
 completions (`/v1/chat/completions`, the messages rendered with the shipped chat template, as vLLM/SGLang
 launched with `--chat-template` render them) and SGLang's `/generate` (the raw prompt). It reads every request
 as a server would - prompt bytes, images decoded from their data URLs, temperature, token cap, key - records it
-in `seen`, notes what breaks the protocol in `problems`, and answers as scripted per (prompt, image): "ok", "429"
-(with Retry-After), "500", "slow" (past the client's timeout), "drop" (connection closed), "400", "401", "404",
-or a malformed 200 body. The answer is a function of prompt and pixels, so any two runs against it agree."""
+in `seen`, notes what breaks the protocol in `problems`, and answers as scripted per (prompt, image): "ok",
+"429" (with Retry-After), "500", "slow" (past the client's timeout), "drop" (connection closed), "400", "401",
+"404", "redirect", "huge" (a 4 KiB body) or a malformed 200 body. It also serves as a plain-HTTP proxy to
+itself. The answer is a function of prompt and pixels, so any two runs against it agree."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -50,6 +52,7 @@ class Seen:
     auth: str | None
     started: float
     key: str = ""
+    target: str = ""
 
 
 @dataclass
@@ -135,7 +138,9 @@ def _handler(server: Server):
 
         def do_POST(self):
             raw = self.rfile.read(int(self.headers["Content-Length"]))
-            seen = read_request(server, self.path, json.loads(raw), self.headers.get("Authorization"))
+            path = urlsplit(self.path).path  # a request through a proxy names the absolute URL
+            seen = read_request(server, path, json.loads(raw), self.headers.get("Authorization"))
+            seen.target = self.path
             with server.lock:
                 seen.key = hashlib.sha256(seen.prompt.encode() + b"".join(
                     im.tobytes() for im in seen.images if im is not None)).hexdigest()
@@ -158,6 +163,15 @@ def _handler(server: Server):
             if action == "drop":
                 self.close_connection = True
                 self.connection.shutdown(2)
+                return
+            if action == "huge":
+                self.send_response(200)
+                self._send(b'{"text": "' + b"x" * 4096 + b'"}')
+                return
+            if action == "redirect":
+                self.send_response(301)
+                self.send_header("Location", "https://elsewhere.invalid/v1")
+                self._send(b"{}")
                 return
             if action in ("429", "500", "400", "401", "404"):
                 self.send_response(int(action))

@@ -19,6 +19,7 @@ from llava_eval.cli import main
 from llava_eval.data import load_docs, resolve_image
 from llava_model.conversation import VICUNA_V1, render
 from llava_model.preprocess import load_image
+from llava_types import USER, Message
 from tasks.registry import get_task
 from tests.llava_eval.served_server import answer_for, serve
 
@@ -169,3 +170,15 @@ def test_allow_missing_scores_the_answered_docs_only(tmp_path):
     with serve(plan=failing({"pope-0-1", "pope-0-6"})) as server:  # over the allowed share: no score
         over = run(server, tmp_path / "over", "--request-retries", "0", "--allow-missing", "0.2", limit="8")
     assert over.exit_code == 3 and metrics(tmp_path / "over", "pope")["status"] == "incomplete"
+
+
+def test_generate_asks_a_served_model_one_question(tmp_path):
+    Image.new("RGB", (64, 32), (10, 200, 10)).save(tmp_path / "green.png")
+    with serve() as server:
+        result = CliRunner().invoke(main, ["generate", "--model", MODEL, "--model-base-url", server.url, "--image",
+                                           str(tmp_path / "green.png"), "--prompt", "What colour?", "--show-prompt"])
+    assert result.exit_code == 0, result.output
+    [seen] = server.answered()
+    assert seen.prompt == render(VICUNA_V1, (Message(USER, "<image>\nWhat colour?"),), add_generation_prompt=True)
+    assert result.output.splitlines() == [seen.prompt.splitlines()[0], seen.prompt.splitlines()[1],
+                                          answer_for(seen.prompt, seen.images).strip()]

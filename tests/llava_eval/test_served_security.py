@@ -115,3 +115,40 @@ def test_https_certificates_are_verified(tmp_path):
         httpd.shutdown()
         httpd.server_close()
     one_line_error(result, "TLS certificate not trusted")
+
+
+def test_a_redirect_stops_before_any_work_naming_where_it_points(tmp_path):
+    with serve(every="redirect") as server:
+        result = run(tmp_path / "run", "--model-base-url", server.url)
+    one_line_error(result, "redirects (301) to https://elsewhere.invalid/v1; give that URL as --model-base-url")
+
+
+def test_an_oversized_reply_is_not_read_and_the_answer_is_missing(tmp_path, monkeypatch):
+    from llava_eval.backends import http_pool
+
+    monkeypatch.setattr(http_pool, "MAX_REPLY", 1024)
+    with serve(plan=lambda seen, n: "huge") as server:
+        result = run(tmp_path / "run", "--model-base-url", server.url)
+    assert result.exit_code == 3, result.output
+    assert len(server.answered()) == 2  # refused, not retried
+    metrics = json.loads((tmp_path / "run" / "pope" / "metrics.json").read_text())["metrics"]
+    assert set(metrics["unanswered"].values()) == {"refused by the server: reply larger than 1,024 bytes"}
+
+
+def test_an_http_proxy_from_the_environment_is_used(tmp_path, monkeypatch):
+    with serve() as server:
+        monkeypatch.setenv("HTTP_PROXY", server.root)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        result = run(tmp_path / "run", "--model-base-url", "http://served.invalid:8000/v1")
+    assert result.exit_code == 0, result.output
+    assert {s.target for s in server.seen} == {"http://served.invalid:8000/v1/chat/completions"}
+
+
+def test_a_proxy_with_credentials_is_one_line_that_does_not_repeat_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://me:hunter2@proxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    result = run(tmp_path / "run", "--model-base-url", "https://served.invalid/v1")
+    one_line_error(result, "the https proxy in the environment is not a plain http://HOST:PORT proxy")
+    assert "hunter2" not in result.output
