@@ -10,6 +10,7 @@ processor of `openai/clip-vit-large-patch14-336` (shortest edge to 336, bicubic,
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from llava_model.preprocess import IMAGE_MODES, expand_to_square, pad_color
+from llava_model.preprocess import IMAGE_MODES, expand_to_square, load_image, pad_color
 from llava_types import IMAGE_PLACEHOLDER, Request
 
 DEFAULT_IMAGE_SIZE = 336  # LLaVA-1.5's CLIP ViT-L/14-336
@@ -106,9 +107,13 @@ class ImageEncoder:
         return future.result()
 
 
-def user_text(request: Request) -> str:
-    """The text of the request's one user turn (LLaVA-1.5 evaluation is single-turn)."""
-    return request.messages[-1].text
+def with_pil_images(request: Request) -> Request:
+    """The request with its images as PIL images (a request may carry paths or bytes; the runner's carry PIL),
+    read with the budgets of `load_image`."""
+    if all(isinstance(image, Image.Image) for image in request.images):
+        return request
+    images = tuple(image if isinstance(image, Image.Image) else load_image(image) for image in request.images)
+    return dataclasses.replace(request, images=images)
 
 
 def chat_messages(request: Request, urls: list[str]) -> list[dict]:

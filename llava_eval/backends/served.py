@@ -25,7 +25,7 @@ from llava_types import USER, GenerationSettings, Message, Request, Unanswered, 
 from ..judge.config import ENV_NAME
 from ..redact import looks_secret
 from .entry import BackendEntry, BackendOptions
-from .exact_inputs import DEFAULT_IMAGE_SIZE, ImageEncoder, chat_messages, describe_preprocessing
+from .exact_inputs import DEFAULT_IMAGE_SIZE, ImageEncoder, chat_messages, describe_preprocessing, with_pil_images
 from .http_pool import ConnectionPool, ReplyTooLarge
 from .inflight import Dispatcher, Refused, Retry, SetupError, Window
 
@@ -174,6 +174,7 @@ class ServedBackend:
     def generate(self, requests: list[Request]) -> list[str | Unanswered]:
         # The questions on one image go out next to each other (in order of first appearance), so the server's
         # prefix cache holds an image while its questions arrive.
+        requests = [with_pil_images(request) for request in requests]
         first: dict = {}
         group = [first.setdefault(_look(request), index) for index, request in enumerate(requests)]
         order = sorted(range(len(requests)), key=lambda index: (group[index], index))

@@ -17,7 +17,7 @@ from llava_model.errors import CheckpointError
 from llava_types import Request, UserError, digest
 
 from .entry import BackendEntry, BackendOptions
-from .exact_inputs import DEFAULT_IMAGE_SIZE, describe_preprocessing, prepare_image
+from .exact_inputs import DEFAULT_IMAGE_SIZE, describe_preprocessing, prepare_image, with_pil_images
 
 NAME = "vllm"
 SAMPLES = 64  # byte samples per weight file in the fingerprint (with its full safetensors header)
@@ -81,7 +81,7 @@ class VllmBackend:
 
     def inputs(self, request: Request) -> dict:
         mode = request.image_mode or self.image_mode
-        images = [prepare_image(image, mode, self.image_size) for image in request.images]
+        images = [prepare_image(image, mode, self.image_size) for image in with_pil_images(request).images]
         out: dict = {"prompt": self.prompt(request)}
         if images:
             out["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}

@@ -126,3 +126,14 @@ def test_the_served_backend_sends_an_images_questions_together_and_answers_in_re
     assert backend.generate(requests) == [f"q{i}" for i in range(5)]  # stripped, as the original scripts do
     assert endpoint.order == ["\nq0", "\nq2", "\nq4", "\nq1", "\nq3"]
     assert backend.chunk_size == 8
+
+
+def test_images_given_as_paths_or_bytes_are_read_and_grouped_like_pil_images(tmp_path):
+    red = Image.new("RGB", (40, 40), "red")
+    red.save(tmp_path / "red.png")
+    sources = [red, str(tmp_path / "red.png"), (tmp_path / "red.png").read_bytes(), Image.new("RGB", (9, 9))]
+    requests = [Request(i, (Message(USER, f"<image>\nq{i}"),), (src,)) for i, src in enumerate(sources)]
+    endpoint = Recorder()
+    backend = ServedBackend("m", BackendOptions(base_url=endpoint.url, max_in_flight=1), endpoint=endpoint)
+    assert backend.generate(requests) == ["q0", "q1", "q2", "q3"]
+    assert len(backend.encoder._cache) == 2  # the three reds are one image
