@@ -14,7 +14,10 @@ A rerun into the same directory resumes: docs with a stored prediction are skipp
 (model, generation settings, task version, prompt, image) still hold, and the run is refused when one does
 not. A last line torn by a crash is repaired. Images that cannot be read become error lines for their doc
 (id and reason), counted in the metrics and retried on the next rerun; they never stop the run. A task whose
-every image failed reports `no_scoreable_rows` instead of a metric. Reading the files back: rundir.py.
+every image failed reports `no_scoreable_rows` instead of a metric. Answers a model could not get (`Unanswered`:
+a served request that failed after its retries) become `missing` lines, never scored and asked again on the
+next rerun; a task with more of them than `allow_missing` accepts reports `incomplete`. Reading the files back:
+rundir.py.
 """
 
 from __future__ import annotations
