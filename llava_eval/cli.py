@@ -7,17 +7,23 @@ from __future__ import annotations
 import click
 
 from .cli_judge import judge
-from .cli_options import judge_options, model_options, run_options, user_errors
-from .cli_reports import compare, leaderboard, report
+from .cli_options import judge_options, model_options, run_options, served_options, user_errors
+from .cli_reports import agree, compare, leaderboard, report
+
+SERVED = ("served_mode", "max_in_flight", "request_timeout", "request_retries", "image_size", "tensor_parallel",
+          "data_parallel")  # the served_options a model we do not run takes (cli_options.served_options)
 
 
-def load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine):
-    """The backend `--model` names (llava_eval.backends.registry), opened with the model and engine options."""
+def load_from_options(model, device, dtype, template, image_mode, vision_tower, batch_size, engine,
+                      model_base_url=None, model_api_key_env=None, **served):
+    """The backend `--model` names (llava_eval.backends.registry), opened with the model, engine and served
+    options."""
     from .backends.entry import BackendOptions
     from .backends.registry import open_backend
 
     return open_backend(model, BackendOptions(device=device, dtype=dtype, template=template, image_mode=image_mode,
-                                              vision_tower=vision_tower, batch_size=batch_size, engine=engine))
+                                              vision_tower=vision_tower, batch_size=batch_size, engine=engine,
+                                              base_url=model_base_url, api_key_env=model_api_key_env, **served))
 
 
 def load_model(options, shard):
@@ -27,7 +33,8 @@ def load_model(options, shard):
 
     m = options.model
     backend = load_from_options(m.model, m.device or shard.device(), m.dtype, m.template, m.image_mode,
-                                m.vision_tower, options.batch_size, m.engine)
+                                m.vision_tower, options.batch_size, m.engine, m.model_base_url, m.model_api_key_env,
+                                **{name: getattr(m, name) for name in SERVED})
     return Answerer(backend, backend.source, backend.fingerprint(), backend.record())
 
 
@@ -39,13 +46,15 @@ def main():
 
 @main.command()
 @model_options
+@served_options
 @click.option("--image", "images", multiple=True, type=click.Path(),
               help="Image file (repeat for several; each needs an <image> in the prompt or one is prepended).")
 @click.option("--prompt", required=True, help="The question, as the user turn's text.")
 @click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--show-prompt", is_flag=True, help="Also print the rendered prompt.")
 @user_errors
-def generate(model, device, dtype, template, image_mode, vision_tower, images, prompt, max_new_tokens, show_prompt):
+def generate(model, device, dtype, template, image_mode, vision_tower, images, prompt, max_new_tokens, show_prompt,
+             **served):
     """Answer one question about an image, greedily, with the checkpoint's own template."""
     from llava_model.conversation import move_image_to_front
     from llava_model.preprocess import load_image
@@ -58,7 +67,7 @@ def generate(model, device, dtype, template, image_mode, vision_tower, images, p
         text = IMAGE_PLACEHOLDER * missing + "\n" + text
     if len(loaded) == 1:
         text = move_image_to_front(text)
-    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, 1, "reference")
+    backend = load_from_options(model, device, dtype, template, image_mode, vision_tower, 1, "reference", **served)
     request = Request("cli", (Message(USER, text),), tuple(loaded), GenerationSettings(max_new_tokens))
     if show_prompt:
         click.echo(backend.prompt(request), err=True)
@@ -96,6 +105,7 @@ def tasks(show):
 
 @main.command()
 @model_options
+@served_options
 @run_options
 @judge_options
 @user_errors
@@ -167,7 +177,7 @@ def presets():
         click.echo(f"{preset.name:24} {preset.description}")
 
 
-for command in (leaderboard, compare, report, judge):
+for command in (leaderboard, compare, agree, report, judge):
     main.add_command(command)
 
 if __name__ == "__main__":

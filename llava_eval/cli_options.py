@@ -14,7 +14,8 @@ from .scheduling import STRATEGIES  # the --engine names; no torch behind it, so
 
 ENGINES = list(STRATEGIES)
 MODEL_HELP = ("Checkpoint directory (llava-hf or original LLaVA format; the backend is picked by its architecture), "
-              "built-in checkpoint (tiny-shapes), preset name (tiny: random weights) or BACKEND:MODEL (llava:DIR).")
+              "built-in checkpoint (tiny-shapes), preset name (tiny: random weights) or BACKEND:MODEL (llava:DIR; "
+              "served:NAME, a model behind --model-base-url; vllm:DIR, vLLM's engine in this process).")
 
 
 def user_errors(fn):
@@ -61,6 +62,35 @@ def model_options(fn):
     return fn
 
 
+def served_options(fn):
+    """Options of a model we do not run ourselves: behind an endpoint (served:NAME) or in vLLM (vllm:DIR)."""
+    options = [
+        click.option("--model-base-url", default=None,
+                     help="served:NAME: the server's OpenAI-compatible base URL (http://127.0.0.1:8000/v1; SGLang's "
+                          "root URL for --served-mode generate). Not the judge's --base-url."),
+        click.option("--model-api-key-env", default=None,
+                     help="served:NAME: name of the environment variable holding the server's key (default: none)."),
+        click.option("--served-mode", type=click.Choice(["chat", "generate"]), default="chat", show_default=True,
+                     help="chat: chat completions (launch the server with our chat template, docs/serving.md); "
+                          "generate: SGLang's /generate with the prompt rendered here."),
+        click.option("--max-in-flight", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="served: requests in flight at most (halved on a 429, grown back on success)."),
+        click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+                     show_default=True, help="served: seconds per request."),
+        click.option("--request-retries", type=click.IntRange(min=0), default=6, show_default=True,
+                     help="served: tries after the first for 429 / 5xx / timeouts; then the answer is missing."),
+        click.option("--image-size", type=click.IntRange(min=1), default=None,
+                     help="served, vllm: the model's input side, images are preprocessed to it (default 336)."),
+        click.option("--tensor-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="vllm:DIR: GPUs per engine."),
+        click.option("--data-parallel", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="vllm:DIR: engine replicas."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def judge_options(fn):
     options = [
         click.option("--judge-config", type=click.Path(), default=None,
@@ -75,7 +105,8 @@ def judge_options(fn):
         click.option("--retries", type=click.IntRange(min=0), default=None),
         click.option("--no-cache", is_flag=True, help="Ask the judge again even for cached verdicts."),
         click.option("--allow-missing", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-                     help="Score a task even if up to this share of its verdicts is missing."),
+                     help="Score a task even if up to this share of its verdicts (or, in run, of its answers a "
+                          "served model could not give) is missing."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -1,5 +1,5 @@
 """Commands that read finished runs: `leaderboard` (paper columns, CSV/Markdown/plot), `compare` (paired
-tests between two runs) and `report` (a static HTML page).
+tests between two runs), `agree` (how far two runs' answers agree) and `report` (a static HTML page).
 """
 
 from __future__ import annotations
@@ -82,3 +82,24 @@ def report(run_dir, out_file, max_samples):
         check_output(out_file, "--out")
     path = write_report(Path(run_dir), Path(out_file) if out_file else None, max_samples=max_samples)
     click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.argument("run_a", type=click.Path())
+@click.argument("run_b", type=click.Path())
+@click.option("--tasks", "task_list", default=None, help="Comma-separated tasks (default: all answered in both).")
+@click.option("--examples", default=5, show_default=True, type=click.IntRange(min=0),
+              help="Differing answers listed per task.")
+@click.option("--out", "out_file", default=None, type=click.Path(), help="JSON file (default RUN_B/agreement.json).")
+@user_errors
+def agree(run_a, run_b, task_list, examples, out_file):
+    """Per task, the share of identical answers of two runs (e.g. local engine vs served model), the score
+    difference B - A with a paired bootstrap 95% interval, and the first differing answers."""
+    from .agree import agreement, format_table, write_agreement
+    from .errors import check_output
+
+    if out_file:
+        check_output(out_file, "--out")
+    result = agreement(run_a, run_b, task_list.split(",") if task_list else None, examples)
+    click.echo("\n".join(format_table(result)))
+    click.echo(f"wrote {write_agreement(result, out_file)}")

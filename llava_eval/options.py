@@ -20,6 +20,15 @@ class ModelOptions:
     image_mode: str | None = None  # image preprocessing (pad, crop) replacing the checkpoint's own
     vision_tower: str | None = None  # local CLIP directory for an original LLaVA checkpoint
     engine: str = "fast"  # fast: prefix sharing per image; reference: the batched plain engine
+    model_base_url: str | None = None  # served:NAME: the server's OpenAI-compatible base URL
+    model_api_key_env: str | None = None  # served:NAME: NAME of the environment variable holding its key
+    served_mode: str = "chat"  # served: chat completions, or SGLang's /generate with the prompt rendered here
+    max_in_flight: int = 64  # served: requests in flight at most
+    request_timeout: float = 300.0  # served: seconds per request
+    request_retries: int = 6  # served: tries after the first; then the answer is missing
+    image_size: int | None = None  # served, vllm: the side images are preprocessed to (None: 336)
+    tensor_parallel: int = 1  # vllm: GPUs per engine
+    data_parallel: int = 1  # vllm: engine replicas
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class JudgeOptions:
     timeout: float | None = None  # seconds per request
     retries: int | None = None  # retries per request
     no_cache: bool = False  # ask again even for cached verdicts
-    allow_missing: float = 0.0  # share of missing verdicts a task may have and still be scored
+    allow_missing: float = 0.0  # share of missing verdicts (or unanswered requests) a task may have and be scored
 
     @property
     def configured(self) -> bool:

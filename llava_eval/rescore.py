@@ -48,7 +48,7 @@ def rescored_entry(run: RunDir, task: Task, stored: dict) -> dict:
 
     _, rows = run.run_docs(task.name)
     return stored | {"scoring_version": task.scoring_version, "scored_locally": task.scores_locally(rows),
-                     "metrics": score_task(task, rows, run)}
+                     "metrics": score_task(task, rows, run, stored.get("allow_missing", 0.0))}
 
 
 def _rescore_judged(run: RunDir, name: str, echo) -> bool:

@@ -14,7 +14,7 @@ from llava_types import UserError
 
 from .judge.run import judged_tasks
 from .options import JudgeOptions, ModelOptions, RunOptions, take
-from .rundir import CONFIG, RunDir
+from .rundir import CONFIG, INCOMPLETE, RunDir
 from .shard import Shard, shard_from_env
 
 
@@ -32,9 +32,10 @@ def run_command(params: dict, load) -> None:
     answerer = load(options, shard)
     say(f"model {answerer.model_id} (fingerprint {answerer.fingerprint}); {len(options.tasks)} tasks; data "
         f"{options.data}; run directory {options.out}" + (f"; {shard.world} processes" if shard.world > 1 else ""))
-    _answer_and_score(answerer, options, shard, docs, say)
+    results = _answer_and_score(answerer, options, shard, docs, say)
     if shard.main:
         _judge(options)
+        _exit_if_unanswered(results, options)
 
 
 def run_options(params: dict, shard: Shard) -> RunOptions:
@@ -72,12 +73,12 @@ def _run_dir(out_dir: str | None, resume: bool, shard: Shard):
     return check_output(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}", "--out", folder=True)
 
 
-def _answer_and_score(answerer, options: RunOptions, shard: Shard, docs: dict, say) -> None:
+def _answer_and_score(answerer, options: RunOptions, shard: Shard, docs: dict, say) -> dict:
     from .errors import DISK_FULL, disk_full_in_run
     from .runner import evaluate
 
     try:
-        evaluate(answerer, options, echo=say, shard=shard, docs=docs)
+        return evaluate(answerer, options, echo=say, shard=shard, docs=docs)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished batch is saved in {options.out}; run the same command again "
                    "(or add --resume) to continue", err=True)
@@ -101,3 +102,14 @@ def _judge(options: RunOptions) -> None:
         click.echo(f"not judged (no judge configured): {', '.join(judged)}; answers are saved, judge them later "
                    f"with `llava-eval judge {options.out} --judge-config FILE`")
     click.echo(f"results: {RunDir(options.out).results_file}")
+
+
+def _exit_if_unanswered(results: dict, options: RunOptions) -> None:
+    """Exit status 3 when a task has more answers a served model could not give than --allow-missing accepts:
+    it has no score, and the same command asks for those answers only."""
+    names = [n for n in options.tasks if results.get(n, {}).get("metrics", {}).get("status") == INCOMPLETE]
+    if names:
+        click.echo(f"incomplete: {', '.join(names)} (answers missing after their retries, more than "
+                   f"--allow-missing {options.judge.allow_missing:g}); run the same command again to ask only for "
+                   "them", err=True)
+        sys.exit(3)

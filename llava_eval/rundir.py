@@ -30,6 +30,7 @@ CONFIG, RESULTS, LOCK, JUDGE_CACHE = "config.json", "results.json", ".lock", "ju
 PREDICTIONS, ITEMS, METRICS, VERDICTS = "predictions.jsonl", "items.jsonl", "metrics.json", "judge.jsonl"
 DATA_OPTIONS = ("data", "data_root", "limit")  # the options that decide which rows a task has
 NO_SCOREABLE_ROWS = "no_scoreable_rows"  # metrics status of a task none of whose docs could be answered
+INCOMPLETE = "incomplete"  # metrics status of a task with more unanswered docs than --allow-missing accepts
 
 
 class RunDir:
@@ -155,6 +156,12 @@ class RunDir:
         """(doc id -> text, doc id -> image error) of the task's stored answers."""
         return read_predictions(self.predictions(name))
 
+    def unanswered(self, name: str) -> dict:
+        """doc id -> reason, for the docs whose last line says the model gave no answer (a served request that
+        failed after its retries); the next run asks for them again."""
+        return {doc_id: row["missing"] for doc_id, row in self.prediction_rows(name).items()
+                if "missing" in row and "text" not in row}
+
     def appender(self, name: str, rank: int | None = None) -> Appender:
         """Appends answer lines to the task's file (or rank `rank`'s file)."""
         return Appender(self.predictions(name, rank))
@@ -274,12 +281,12 @@ class Appender:
 
 def read_predictions(path: Path) -> tuple[dict, dict]:
     """(doc id -> text, doc id -> error) from a predictions file; later lines win, a torn last line is
-    ignored."""
+    ignored. Docs the model left unanswered (`missing` lines) are in neither."""
     texts, errors = {}, {}
     for doc_id, row in load_prediction_rows(path).items():
         if "error" in row:
             errors[doc_id] = row["error"]
-        else:
+        elif "text" in row:
             texts[doc_id] = row["text"]
     return texts, errors
 

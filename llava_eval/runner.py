@@ -5,7 +5,9 @@ A rerun into the same directory resumes: docs with a stored prediction are skipp
 when one does not. A scorer fix (`Task.scoring_version`) is in no fingerprint: the rerun keeps every answer
 and rescores. A last line torn by a crash is repaired. Images that cannot be read become error lines for
 their doc (id and reason), counted in the metrics and retried on the next rerun; they never stop the run. A
-task whose every image failed reports `no_scoreable_rows` instead of a metric.
+task whose every image failed reports `no_scoreable_rows` instead of a metric. Answers a model could not get
+(`Unanswered`: a served request that failed after its retries) become `missing` lines, never scored and asked
+again on the next rerun; a task with more of them than `--allow-missing` accepts reports `incomplete`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava_types import Backend, Model
+from llava_types import Backend, Model, Unanswered
 from tasks.base import Task, TaskError
 from tasks.registry import get_task
 
 from .data import Docs, load_docs, resolve_image
 from .options import RunOptions
-from .rundir import DATA_OPTIONS, NO_SCOREABLE_ROWS, RunDir
+from .rundir import DATA_OPTIONS, INCOMPLETE, NO_SCOREABLE_ROWS, RunDir
 from .runstate import (
     check_fingerprints,
     digest,
@@ -153,6 +155,9 @@ def generate_task(task: Task, docs: Docs, answerer: Answerer, options: RunOption
             index_of = {task.doc_id(light[i], i): i for i in chunk}
             lines = []
             for request, text in zip(requests, texts, strict=True):
+                if isinstance(text, Unanswered):  # never an empty answer: asked again on the next run
+                    lines.append({"question_id": request.doc_id, "missing": text.reason, "task": task.name})
+                    continue
                 fp = dict(expected, prompt=prompt_fp(task, light[index_of[request.doc_id]]),
                           image=image_fingerprint(request.images))
                 lines.append({"question_id": request.doc_id, "prompt": request.messages[-1].text, "text": text,
@@ -171,18 +176,27 @@ def generate_task(task: Task, docs: Docs, answerer: Answerer, options: RunOption
     return len(missing)
 
 
-def score_task(task: Task, rows: list[dict], run: RunDir) -> dict:
+def score_task(task: Task, rows: list[dict], run: RunDir, allow_missing: float = 0.0) -> dict:
     """Metrics of the task's stored answers on `rows` (without images), with a bootstrap interval of the
     primary metric; the per-doc items are written to the run. A task none of whose docs has an answer (every
-    image failed) gets no metric: scoring empty answers would print a number that measures nothing."""
+    image failed) gets no metric: scoring empty answers would print a number that measures nothing. Nor does a
+    task whose unanswered docs (a served model's failed requests) exceed the `allow_missing` share; within it,
+    they are left out."""
+    from .scoring import score_answered
     from .stats import bootstrap_ci
 
     texts, errors = run.answers(task.name)
-    if not any(task.doc_id(doc, i) in texts for i, doc in enumerate(rows)):
+    ids = [task.doc_id(doc, i) for i, doc in enumerate(rows)]
+    stored = run.unanswered(task.name)
+    unanswered = {d: stored[d] for d in ids if d in stored}
+    incomplete = len(unanswered) > allow_missing * len(rows)
+    if incomplete or not any(d in texts for d in ids):
         run.drop_items(task.name)  # items of an earlier scoring no longer describe this task
-        return {"status": NO_SCOREABLE_ROWS, "n_docs": len(rows), "n_missing": len(rows), **_error_fields(errors)}
-    metrics, items = task.score(rows, texts)
-    metrics.update(_error_fields(errors))
+        return {"status": INCOMPLETE if incomplete else NO_SCOREABLE_ROWS, "n_docs": len(rows),
+                "n_missing": sum(d not in texts for d in ids), **_error_fields(errors),
+                **_unanswered_fields(unanswered)}
+    metrics, rows, items = score_answered(task, rows, texts, unanswered)
+    metrics.update(_error_fields(errors), **_unanswered_fields(unanswered))
     value = metrics.get(task.primary_metric)
     ci = bootstrap_ci(task, rows, items, point=value if isinstance(value, int | float) else None)
     if ci is not None:
@@ -193,6 +207,10 @@ def score_task(task: Task, rows: list[dict], run: RunDir) -> dict:
 
 def _error_fields(errors: dict) -> dict:
     return {"n_errors": len(errors), **({"errors": dict(list(errors.items())[:20])} if errors else {})}
+
+
+def _unanswered_fields(unanswered: dict) -> dict:
+    return {"n_unanswered": len(unanswered), "unanswered": dict(list(unanswered.items())[:20])} if unanswered else {}
 
 
 def run_config(answerer: Answerer, options: RunOptions) -> dict:
@@ -268,11 +286,13 @@ def _run_task(answerer: Answerer, options: RunOptions, task: Task, docs: Docs, b
     started = time.perf_counter()
     generated = generate_task(task, docs, answerer, options, shard=shard, progress=bar)
     rows = list(docs.without_images(task))
-    metrics = score_task(task, rows, run)
+    metrics = score_task(task, rows, run, options.judge.allow_missing)
     entry = {"task": task.name, "version": task.version, "scoring_version": task.scoring_version,
              "data": docs.source, "options": options.data_options, "primary_metric": task.primary_metric,
              "scored_locally": task.scores_locally(rows), "metrics": metrics, "generated": generated,
              "seconds": round(time.perf_counter() - started, 2)}
+    if metrics.get("n_unanswered"):
+        entry["allow_missing"] = options.judge.allow_missing  # what rescoring accepts too
     if judged:
         entry = _carry_judged(entry, judged, unchanged=covered == (options.data_options, _answered(run, task.name)))
     return entry

@@ -132,8 +132,9 @@ def _line_problem(row) -> str | None:
         return "expected a JSON object with a question_id (a string or an integer)"
     if "text" in row:
         return None if isinstance(row["text"], str) else f"'text' must be a string, not {type(row['text']).__name__}"
-    if "error" in row:
-        return None if isinstance(row["error"], str) else "'error' must be a string"
+    for key in ("error", "missing"):
+        if key in row:
+            return None if isinstance(row[key], str) else f"'{key}' must be a string"
     return "the line has neither 'text' nor 'error'"
 
 

@@ -1,5 +1,6 @@
 """Reading answer files for `llava-eval score`: the original LLaVA answer-file format (one JSON object
-per line with `question_id` and `text`), checked against the task's doc ids.
+per line with `question_id` and `text`), checked against the task's doc ids; and scoring a run's answers
+when some docs were left unanswered (`score_answered`).
 
 Reference: haotian-liu/LLaVA `llava/eval/model_vqa_loader.py` (answer lines `question_id, prompt, text,
 answer_id, model_id, metadata`).
@@ -40,3 +41,19 @@ def read_answer_file(path: Path, task: Task, docs) -> dict:
         shown = ", ".join(repr(u) for u in unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
         raise TaskError(f"{path}: {len(unknown)} question_id(s) not in the data for {task.name}: {shown}")
     return answers
+
+
+def score_answered(task: Task, docs: list[dict], texts: dict, unanswered: dict) -> tuple[dict, list[dict], list]:
+    """(metrics, docs, items) over the docs the model answered or whose image failed (scored empty, as the
+    original scripts do), leaving out the `unanswered` ones (a served model's failed requests): a request that
+    got no answer says nothing about the model, so it is never scored as an empty answer. Doc ids are taken on
+    the full list, so tasks whose ids are row positions keep them."""
+    metrics, items = task.score(docs, texts)
+    if not unanswered or task.needs_judge:
+        return metrics, docs, items
+    keep = [i for i, item in enumerate(items) if item.doc_id not in unanswered]
+    docs, items = [docs[i] for i in keep], [items[i] for i in keep]
+    metrics = task.aggregate(docs, items)
+    metrics.update(n_docs=len(docs) + len(unanswered), n_scored=len(docs),
+                   n_missing=sum(it.prediction is None for it in items))
+    return metrics, docs, items

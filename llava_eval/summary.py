@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import math
 
-from .rundir import NO_SCOREABLE_ROWS
+from .rundir import INCOMPLETE, NO_SCOREABLE_ROWS
 
 
 def format_row(entry: dict) -> str:
     m = entry["metrics"]
-    flags = [] if m.get("status") == NO_SCOREABLE_ROWS else [
-        f"{m[key]} {label}" for key, label in (("n_missing", "missing"), ("n_errors", "image errors")) if m.get(key)]
+    flags = [] if m.get("status") in (NO_SCOREABLE_ROWS, INCOMPLETE) else [f"{m[key]} {label}" for key, label in (
+        ("n_missing", "missing"), ("n_errors", "image errors"), ("n_unanswered", "unanswered")) if m.get(key)]
     return (f"{entry['task']:18} {entry['primary_metric']:14} {_shown(entry):>34}  n={m.get('n_docs', 0)}"
             + (f"  ({', '.join(flags)})" if flags else ""))
 
@@ -22,6 +22,8 @@ def _shown(entry: dict) -> str:
     m = entry["metrics"]
     if m.get("status") == NO_SCOREABLE_ROWS:
         return f"no scoreable rows ({m.get('n_errors', 0)} image errors)"
+    if m.get("status") == INCOMPLETE and "n_unanswered" in m:
+        return f"no score ({m['n_unanswered']} unanswered)"
     if entry.get("judged_stale"):
         return "needs re-judging (answers changed)"
     if not entry["scored_locally"] and not entry.get("judged"):

@@ -188,6 +188,13 @@ def _bundle_meta(path: Path, config: dict, template: str | None, image_mode: str
     return get_template(template), "crop" if image_mode == "square" else image_mode
 
 
+def recorded_protocol(path: Path, template: str | None = None, image_mode: str | None = None) -> tuple[Template, str]:
+    """The conversation template and image mode a checkpoint directory records (or the given overrides), for an
+    engine that loads the weights itself (vLLM); no code the directory ships runs."""
+    refuse_remote_code(path)
+    return _bundle_meta(path, read_json_object(path / "config.json"), template, image_mode)
+
+
 def _load_hf(path: Path, config: dict, torch_dtype: torch.dtype, template: str | None = None,
              image_mode: str | None = None) -> LlavaBundle:
     from transformers import LlavaConfig

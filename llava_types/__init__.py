@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["ASSISTANT", "IMAGE_PLACEHOLDER", "USER", "Backend", "GenerationSettings", "Message", "Model",
-           "Request", "UserError", "digest"]
+           "Request", "Unanswered", "UserError", "digest"]
 
 # Reference: haotian-liu/LLaVA `llava/constants.py` DEFAULT_IMAGE_TOKEN.
 IMAGE_PLACEHOLDER = "<image>"
@@ -69,9 +69,17 @@ class Request:
     image_mode: str | None = None
 
 
+@dataclass(frozen=True)
+class Unanswered:
+    """What a model returns instead of an answer it could not get (a served request that failed after its
+    retries). The run records it as missing: never scored as an empty answer, asked again on the next run."""
+
+    reason: str
+
+
 class Model(Protocol):
-    def generate(self, requests: list[Request]) -> list[str]:
-        """One decoded answer per request, in request order."""
+    def generate(self, requests: list[Request]) -> list[str | Unanswered]:
+        """One decoded answer per request, in request order (`Unanswered` where none could be had)."""
         ...
 
 

@@ -22,6 +22,15 @@ class BackendOptions:
     vision_tower: str | None = None  # local CLIP directory for an original LLaVA checkpoint
     batch_size: int = 8  # rows per generation batch
     engine: str = "fast"  # scheduling: fast (prefix sharing) or reference (sorted batches)
+    base_url: str | None = None  # served: the OpenAI-compatible base URL (http://127.0.0.1:8000/v1)
+    api_key_env: str | None = None  # served: NAME of the environment variable holding its key (None: no key)
+    served_mode: str = "chat"  # served: chat (chat completions) or generate (SGLang's raw-prompt /generate)
+    max_in_flight: int = 64  # served: requests in flight at most (the window shrinks on 429)
+    request_timeout: float = 300.0  # served: seconds per request
+    request_retries: int = 6  # served: tries after the first, for 429 / 5xx / timeouts / malformed replies
+    image_size: int | None = None  # served, vllm: side the images are preprocessed to (None: 336, LLaVA-1.5)
+    tensor_parallel: int = 1  # vllm: GPUs per engine
+    data_parallel: int = 1  # vllm: engine replicas
 
 
 def _claims_nothing(config: dict) -> bool:

@@ -1,6 +1,6 @@
 """Which backend answers for a `--model` value, and opening it. Resolution, first match wins:
 
-    NAME:MODEL      a registered backend by name (`llava:DIR`; later `served:NAME`, `vllm:DIR`), given MODEL
+    NAME:MODEL      a registered backend by name (`llava:DIR`, `served:NAME`, `vllm:DIR`), given MODEL
     a model name    the backend that lists it (`tiny-shapes`, the presets `tiny`, `tiny-112`, ...: llava)
     DIR             the backend that claims the architecture in DIR/config.json (model_type, architectures)
 
@@ -18,11 +18,13 @@ from llava_model.checkpoint_files import checkpoint_config
 from llava_model.errors import CheckpointError
 from llava_types import Backend, UserError
 
-from . import llava
+from . import llava, served, vllm_engine
 from .entry import BackendEntry, BackendOptions
 
 BACKENDS: dict[str, BackendEntry] = {
     llava.NAME: llava.ENTRY,
+    served.NAME: served.ENTRY,
+    vllm_engine.NAME: vllm_engine.ENTRY,
 }
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9_.+-]*):(.*)", re.DOTALL)
