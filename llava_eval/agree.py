@@ -10,23 +10,15 @@ from pathlib import Path
 
 from tasks.base import TaskError
 
-from .rundir import read_predictions, run_docs, write_json
+from .rundir import RunDir, write_json
 from .stats import paired_bootstrap
-
-AGREEMENT_FILE = "agreement.json"
-
-
-def answered_tasks(run_dir: Path) -> list[str]:
-    if not run_dir.is_dir():
-        raise TaskError(f"{run_dir} is not a run directory")
-    return sorted(p.parent.name for p in run_dir.glob("*/predictions.jsonl"))
 
 
 def agreement(run_a: Path, run_b: Path, names: list[str] | None = None, examples: int = 5) -> dict:
     """{"run_a", "run_b", "tasks": {task: entry}} for the tasks both runs answered (or `names`)."""
     run_a, run_b = Path(run_a), Path(run_b)
-    in_b = set(answered_tasks(run_b))
-    shared = [t for t in answered_tasks(run_a) if t in in_b]
+    in_b = set(RunDir(run_b).answered_tasks())
+    shared = [t for t in RunDir(run_a).answered_tasks() if t in in_b]
     if names:
         missing = [n for n in names if n not in shared]
         if missing:
@@ -37,9 +29,9 @@ def agreement(run_a: Path, run_b: Path, names: list[str] | None = None, examples
 
 
 def task_agreement(run_a: Path, run_b: Path, name: str, examples: int) -> dict:
-    task, docs = run_docs(run_a, name)  # the rows of A's data options; B's answers are matched by doc id
-    texts_a, _ = read_predictions(run_a / name / "predictions.jsonl")
-    texts_b, _ = read_predictions(run_b / name / "predictions.jsonl")
+    task, docs = RunDir(run_a).run_docs(name)  # the rows of A's data options; B's answers are matched by doc id
+    texts_a, _ = RunDir(run_a).answers(name)
+    texts_b, _ = RunDir(run_b).answers(name)
     ids = [task.doc_id(doc, i) for i, doc in enumerate(docs)]
     both = [i for i, d in enumerate(ids) if d in texts_a and d in texts_b]
     same = [i for i in both if texts_a[ids[i]] == texts_b[ids[i]]]
@@ -47,7 +39,7 @@ def task_agreement(run_a: Path, run_b: Path, name: str, examples: int) -> dict:
              "n_identical": len(same), "identical": len(same) / len(both) if both else None,
              "differences": [{"question_id": ids[i], "a": texts_a[ids[i]], "b": texts_b[ids[i]]}
                              for i in both if texts_a[ids[i]] != texts_b[ids[i]]][:examples]}
-    if both and task.scored_locally and not task.needs_judge:
+    if both and task.scores_locally(docs) and not task.needs_judge:
         # Scored on the full row list (tasks whose ids are row positions keep them), compared on the shared docs.
         _, items_a = task.score(docs, texts_a)
         _, items_b = task.score(docs, texts_b)
@@ -58,7 +50,7 @@ def task_agreement(run_a: Path, run_b: Path, name: str, examples: int) -> dict:
 
 
 def write_agreement(result: dict, out: Path | None = None) -> Path:
-    path = Path(out) if out else Path(result["run_b"]) / AGREEMENT_FILE
+    path = Path(out) if out else RunDir(result["run_b"]).agreement_file
     write_json(path, result)
     return path
 

@@ -90,7 +90,7 @@ def report(run_dir, out_file, max_samples):
 @click.option("--tasks", "task_list", default=None, help="Comma-separated tasks (default: all answered in both).")
 @click.option("--examples", default=5, show_default=True, type=click.IntRange(min=0),
               help="Differing answers listed per task.")
-@click.option("--out", "out_file", default=None, type=click.Path(), help="JSON file (default RUN_B/agreement.json).")
+@click.option("--out", "out_file", default=None, type=click.Path(), help="JSON file (default: in RUN_B).")
 @user_errors
 def agree(run_a, run_b, task_list, examples, out_file):
     """Per task, the share of identical answers of two runs (e.g. local engine vs served model), the score

@@ -27,6 +27,7 @@ from .data import Docs, load_docs
 from .runstate import RunStateError, load_prediction_rows
 
 CONFIG, RESULTS, LOCK, JUDGE_CACHE = "config.json", "results.json", ".lock", "judge-cache.sqlite"
+AGREEMENT = "agreement.json"  # written by `llava-eval agree` into the second run
 PREDICTIONS, ITEMS, METRICS, VERDICTS = "predictions.jsonl", "items.jsonl", "metrics.json", "judge.jsonl"
 DATA_OPTIONS = ("data", "data_root", "limit")  # the options that decide which rows a task has
 NO_SCOREABLE_ROWS = "no_scoreable_rows"  # metrics status of a task none of whose docs could be answered
@@ -58,6 +59,16 @@ class RunDir:
     @property
     def judge_cache(self) -> Path:
         return self.root / JUDGE_CACHE
+
+    @property
+    def agreement_file(self) -> Path:
+        return self.root / AGREEMENT
+
+    def answered_tasks(self) -> list[str]:
+        """The tasks with an answer file, finished or not."""
+        if not self.root.is_dir():
+            raise TaskError(f"{self.root} is not a run directory")
+        return sorted(p.parent.name for p in self.root.glob(f"*/{PREDICTIONS}"))
 
     def task_dir(self, name: str) -> Path:
         return self.root / name

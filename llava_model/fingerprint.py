@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from pathlib import Path
 
 import torch
 
 from llava_types import digest
+
+from .errors import CheckpointError
+
+SAMPLES = 64  # byte samples per weight file in checkpoint_files_fingerprint (with its full safetensors header)
 
 
 def model_fingerprint(bundle, samples_per_tensor: int = 4096) -> str:
@@ -36,3 +41,27 @@ def device_record(bundle) -> dict:
     name = torch.cuda.get_device_name(param.device) if param.device.type == "cuda" else (
         platform.processor() or platform.machine())
     return {"device": str(param.device), "dtype": str(param.dtype).removeprefix("torch."), "device_name": name}
+
+
+def checkpoint_files_fingerprint(path: Path) -> str:
+    """Config, tokenizer files, and each safetensors file's name, size, header (names, dtypes, shapes, offsets)
+    and evenly spaced byte samples: cheap for a 13B checkpoint, and any conversion or retraining shows."""
+    parts: list = []
+    names = ("config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+             "preprocessor_config.json", "generation_config.json")
+    for name in names:
+        if (path / name).is_file():
+            parts += [name, (path / name).read_bytes()]
+    for weights in sorted(path.glob("*.safetensors")):
+        size = weights.stat().st_size
+        with weights.open("rb") as f:
+            header = f.read(8)
+            length = int.from_bytes(header, "little") if len(header) == 8 else 0
+            if not 0 < length < min(size, 100_000_000):
+                raise CheckpointError(f"cannot read weights {weights}: not a safetensors file")
+            parts += [weights.name, size, f.read(length)]
+            start, span = 8 + length, max(0, size - 8 - length - 64)
+            for k in range(SAMPLES):  # the first and the last 64 bytes of the data, and evenly between
+                f.seek(start + span * k // (SAMPLES - 1))
+                parts.append(f.read(64))
+    return digest(*parts)

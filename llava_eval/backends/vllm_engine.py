@@ -8,19 +8,19 @@ Reference: vLLM docs, "Multimodal Inputs" (`LLM.generate({"prompt", "multi_modal
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from llava_model.checkpoint import recorded_protocol
+from llava_model.checkpoint_files import checkpoint_config
 from llava_model.conversation import render
 from llava_model.errors import CheckpointError
+from llava_model.fingerprint import checkpoint_files_fingerprint
 from llava_types import Request, UserError, digest
 
 from .entry import BackendEntry, BackendOptions
 from .exact_inputs import DEFAULT_IMAGE_SIZE, describe_preprocessing, prepare_image, with_pil_images
 
 NAME = "vllm"
-SAMPLES = 64  # byte samples per weight file in the fingerprint (with its full safetensors header)
 
 
 def import_vllm():
@@ -32,28 +32,6 @@ def import_vllm():
     return vllm
 
 
-def weights_fingerprint(path: Path) -> str:
-    """Config, tokenizer files, and each safetensors file's name, size, header (names, dtypes, shapes, offsets)
-    and evenly spaced byte samples: cheap for a 13B checkpoint, and any conversion or retraining shows."""
-    parts: list = []
-    names = ("config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
-             "preprocessor_config.json", "generation_config.json")
-    for name in names:
-        if (path / name).is_file():
-            parts += [name, (path / name).read_bytes()]
-    for weights in sorted(path.glob("*.safetensors")):
-        size = weights.stat().st_size
-        with weights.open("rb") as f:
-            header = f.read(8)
-            length = int.from_bytes(header, "little") if len(header) == 8 else 0
-            if not 0 < length < min(size, 100_000_000):
-                raise CheckpointError(f"cannot read weights {weights}: not a safetensors file")
-            parts += [weights.name, size, f.read(length)]
-            start, span = 8 + length, max(0, size - 8 - length - 64)
-            for k in range(SAMPLES):  # the first and the last 64 bytes of the data, and evenly between
-                f.seek(start + span * k // (SAMPLES - 1))
-                parts.append(f.read(64))
-    return digest(*parts)
 
 
 class VllmBackend:
@@ -62,7 +40,7 @@ class VllmBackend:
     def __init__(self, path: Path, options: BackendOptions, vllm):
         self.path, self.vllm = path, vllm
         self.template, self.image_mode = recorded_protocol(path, options.template, options.image_mode)
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        _, config = checkpoint_config(path)
         vision = config.get("vision_config") if isinstance(config.get("vision_config"), dict) else {}
         self.image_size = options.image_size or vision.get("image_size") or DEFAULT_IMAGE_SIZE
         self.options = options
@@ -74,7 +52,7 @@ class VllmBackend:
         self.llm = vllm.LLM(**engine)
         self.source = f"{NAME}:{path}"
         self.chunk_size = 256 * options.data_parallel  # vLLM schedules within a chunk; a crash loses at most this
-        self._fingerprint = weights_fingerprint(path)
+        self._fingerprint = checkpoint_files_fingerprint(path)
 
     def prompt(self, request: Request) -> str:
         return render(self.template, request.messages, add_generation_prompt=True)
@@ -108,8 +86,8 @@ class VllmBackend:
 def open_vllm(model: str, options: BackendOptions) -> VllmBackend:
     vllm = import_vllm()  # before anything else: without vLLM, one line
     path = Path(model)
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"vllm:{model} is not a checkpoint directory (no config.json)")
+    if not path.is_dir():
+        raise CheckpointError(f"vllm:{model} is not a checkpoint directory")
     return VllmBackend(path, options, vllm)
 
 

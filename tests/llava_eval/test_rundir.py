@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_FILES = ("predictions.jsonl", "predictions.rank", "items.jsonl", "metrics.json", "results.json", "config.json",
+             "agreement.json",
              "judge.jsonl", ".lock", "judge-cache")
 OWNER = Path("llava_eval/rundir.py")
 

@@ -90,7 +90,7 @@ def test_the_engine_gets_the_protocols_exact_inputs(tmp_path, fake_vllm):
 
 
 def test_the_fingerprint_follows_the_weights(tmp_path, fake_vllm):
-    from llava_eval.backends.vllm_engine import weights_fingerprint
+    from llava_model.fingerprint import checkpoint_files_fingerprint as weights_fingerprint
 
     copy = tmp_path / "ckpt"
     copy.mkdir()
