@@ -117,7 +117,8 @@ def test_the_llava_backend_declares_what_a_run_records(engine, strategy, chunk):
     assert isinstance(backend, Backend)
     assert backend.source == bundle.source and backend.chunk_size == chunk
     assert backend.fingerprint() == model_fingerprint(bundle)
-    assert backend.record() == device_record(bundle) | {"backend": "llava", "strategy": strategy}
+    assert backend.record() == device_record(bundle) | {"backend": "llava", "strategy": strategy,
+                                                        "prompt_mode": "paper"}
 
 
 def test_an_unknown_engine_is_refused_before_the_weights_load(monkeypatch):
