@@ -18,11 +18,12 @@ from llava_model.checkpoint_files import read_json_object, refuse_remote_code
 from llava_model.errors import CheckpointError
 from llava_types import Backend, UserError
 
-from . import llava
+from . import llava, transformers_vlm
 from .entry import BackendEntry, BackendOptions
 
 BACKENDS: dict[str, BackendEntry] = {
     llava.NAME: llava.ENTRY,
+    transformers_vlm.NAME: transformers_vlm.ENTRY,
 }
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9_.+-]*):(.*)", re.DOTALL)
@@ -68,7 +69,7 @@ def by_architecture(path: Path) -> str:
         if entry.claims(config):
             return name
     found = reprlib.Repr()  # a hostile config.json may hold any value: show it short
-    found.maxstring, found.maxlist, found.maxother = 60, 4, 60
+    found.maxstring, found.maxlist, found.maxother = 40, 3, 40
     supported = "; ".join(entry.architectures for entry in BACKENDS.values() if entry.architectures)
     raise CheckpointError(f"{path / 'config.json'}: unsupported model architecture (model_type "
                           f"{found.repr(config.get('model_type'))}, architectures "

@@ -1,0 +1,103 @@
+"""Tiny random checkpoints of transformers vision-language families, written in the transformers format
+(model.save_pretrained, tokenizer, processor config, chat template) with no download: a byte-level BPE
+tokenizer trained here with the family's special tokens, the PIL image processor, a 1-2 layer model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+CORPUS = (
+    "Is there a red circle in the image? Answer the question using a single word or phrase. yes no "
+    "Please answer yes or no. How many shapes are there? What colour is the square on the left? "
+    "system user assistant You are a helpful assistant. Question: Answer: one two three blue green"
+)
+
+# Reference: the chat template of Qwen/Qwen2-VL-7B-Instruct (chat_template.json), video branch dropped.
+QWEN2_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# What a release's generation_config.json may hold besides its stopping ids; greedy evaluation ignores it.
+SAMPLING = {"do_sample": True, "temperature": 0.7, "top_k": 5, "top_p": 0.8, "repetition_penalty": 1.5,
+            "no_repeat_ngram_size": 2}
+
+
+def tiny_tokenizer(specials: list[str], bos: str | None = None, **tokens):
+    """A byte-level BPE tokenizer of ~300 tokens whose first ids are `specials`; `bos` is prepended to every
+    encoding (as OPT's and Llama 3's tokenizers do)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([CORPUS] * 4, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, **tokens)
+
+
+def _save(model, processor, out: Path, generation: dict) -> Path:
+    with torch.no_grad():  # weights 5x the default spread, so that answers differ with the image and question
+        for param in model.parameters():
+            param.mul_(5)
+    model.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    config = json.loads((out / "generation_config.json").read_text())
+    (out / "generation_config.json").write_text(json.dumps(config | generation))
+    return out
+
+
+class LegacyLayout:
+    """Saves a processor's parts as the older releases do: no processor_config.json, the image processor in
+    preprocessor_config.json, the chat template in chat_template.json."""
+
+    def __init__(self, image_processor, tokenizer, chat_template: str):
+        self.parts, self.chat_template = (image_processor, tokenizer), chat_template
+
+    def save_pretrained(self, out: str) -> None:
+        for part in self.parts:
+            part.save_pretrained(out)
+        (Path(out) / "chat_template.json").write_text(json.dumps({"chat_template": self.chat_template}))
+
+
+def qwen2_vl(out: Path) -> Path:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+    tok = tiny_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    # The layout of the Qwen2-VL releases: preprocessor_config.json, chat_template.json, the tokenizer's files.
+    processor = LegacyLayout(image_processor, tok, QWEN2_VL_TEMPLATE)
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}, eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"], bos_token_id=None, tie_word_embeddings=False),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config)
+    # Reference: Qwen2-VL-7B-Instruct's generation_config.json stops at <|im_end|> and <|endoftext|>.
+    eos = {"eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]], "pad_token_id": ids["<|endoftext|>"]}
+    return _save(model, processor, out, SAMPLING | eos)
+
+
+BUILDERS = {"qwen2_vl": qwen2_vl}
