@@ -1,4 +1,4 @@
-"""The transformers backend on tiny random checkpoints (Qwen2-VL) in the transformers format:
+"""The transformers backend on tiny random checkpoints (Qwen2-VL, Idefics3) in the transformers format:
 `llava-eval run --model DIR` evaluates them end to end; the answers equal each family's own processor and
 `generate()` at batch size 1 and are the same at batch size 8 (CPU float32), rows stop at their own cap and at
 the checkpoint's EOS ids, the checkpoint's sampling settings never leak, and bad checkpoints are one error line."""
@@ -167,6 +167,8 @@ def test_prompts_go_through_the_models_own_template(backends):
     assert backends["qwen2_vl"].prompt(request) == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         f"<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n")
+    assert backends["idefics3"].prompt(request) == (
+        f"<|begin_of_text|>User:<image>{question}<end_of_utterance>\nAssistant:")
 
 
 def test_image_placeholders_become_image_parts_where_they_stand():
