@@ -1,4 +1,4 @@
-"""The transformers backend on tiny random checkpoints (Qwen2-VL, Idefics3) in the transformers format:
+"""The transformers backend on tiny random Qwen2-VL, Idefics3 and BLIP-2 checkpoints in the transformers format:
 `llava-eval run --model DIR` evaluates them end to end; the answers equal each family's own processor and
 `generate()` at batch size 1 and are the same at batch size 8 (CPU float32), rows stop at their own cap and at
 the checkpoint's EOS ids, the checkpoint's sampling settings never leak, and bad checkpoints are one error line."""
@@ -21,7 +21,7 @@ from llava_eval.cli import main
 from llava_eval.data import load_docs
 from llava_eval.runner import build_requests
 from llava_model.vlm import family_dtype, greedy_config, load_processor
-from llava_types import ASSISTANT, USER, GenerationSettings, Message
+from llava_types import ASSISTANT, USER, GenerationSettings, Message, UserError
 from tasks.registry import get_task
 from tests.cli_checks import one_line_error
 from tests.llava_eval import vlm_checkpoints
@@ -169,6 +169,15 @@ def test_prompts_go_through_the_models_own_template(backends):
         f"<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n")
     assert backends["idefics3"].prompt(request) == (
         f"<|begin_of_text|>User:<image>{question}<end_of_utterance>\nAssistant:")
+
+
+def test_blip2_is_prompted_in_its_documented_format(backends):
+    request = task_requests(1)[0]
+    question = request.messages[0].text.removeprefix("<image>\n")
+    assert backends["blip-2"].prompt(request) == f"Question: {question} Answer:"
+    record = backends["blip-2"].record()
+    assert record["prompt_mode"] == "model template" and record["prompt_format"] == "Question: {question} Answer:"
+    assert record["family"] == "BLIP-2" and record["image_processor"] == "BlipImageProcessorPil"
 
 
 def test_image_placeholders_become_image_parts_where_they_stand():
@@ -320,3 +329,17 @@ def test_llava_options_are_refused_for_other_families(checkpoints, tmp_path):
 def test_a_directory_resolves_to_the_transformers_backend_by_model_type(checkpoints):
     for folder in checkpoints.values():
         assert resolve(str(folder)) == ("transformers", str(folder))
+
+
+def test_a_processor_that_expands_no_image_is_refused(checkpoints, tmp_path):
+    folder = copy(checkpoints["blip-2"], tmp_path / "ckpt")
+    settings = json.loads((folder / "processor_config.json").read_text())
+    del settings["num_query_tokens"]
+    (folder / "processor_config.json").write_text(json.dumps(settings))
+    one_line_error(run_model(str(folder), tmp_path), "puts no image token in the prompt", "num_query_tokens")
+
+
+def test_plain_format_families_refuse_a_request_without_one_image(backends):
+    request = dataclasses.replace(task_requests(1)[0], images=())
+    with pytest.raises(UserError, match="answers about exactly one image"):
+        backends["blip-2"].generate([request])

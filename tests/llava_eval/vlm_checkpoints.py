@@ -136,4 +136,23 @@ def idefics3(out: Path) -> Path:
     return _save(model, processor, out, SAMPLING | {"eos_token_id": eos})
 
 
-BUILDERS = {"qwen2_vl": qwen2_vl, "idefics3": idefics3}
+def blip2(out: Path) -> Path:
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessorPil
+
+    tok = tiny_tokenizer(["<pad>", "</s>", "<image>"], bos="</s>", eos_token="</s>", pad_token="<pad>")
+    processor = Blip2Processor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tok, num_query_tokens=4)
+    config = Blip2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        qformer_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                            encoder_hidden_size=32, vocab_size=64),
+        text_config=dict(model_type="opt", vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=1024, word_embed_proj_dim=32,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
+        num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(0)
+    model = Blip2ForConditionalGeneration(config)
+    return _save(model, processor, out, SAMPLING | {"eos_token_id": tok.eos_token_id})
+
+
+BUILDERS = {"qwen2_vl": qwen2_vl, "idefics3": idefics3, "blip-2": blip2}
