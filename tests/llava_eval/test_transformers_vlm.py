@@ -321,6 +321,17 @@ def test_damaged_files_are_one_line(checkpoints, tmp_path, damage, fragment):
     one_line_error(run_model(str(folder), tmp_path), fragment)
 
 
+def test_weights_that_do_not_match_the_config_are_one_line(checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = copy(checkpoints["qwen2_vl"], tmp_path / "ckpt")
+    weights = load_file(str(folder / "model.safetensors"))
+    dropped = sorted(k for k in weights if "layers.1." in k)[0]
+    del weights[dropped]
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    one_line_error(run_model(str(folder), tmp_path), "do not match the model", "missing keys", "layers.1.")
+
+
 def test_llava_options_are_refused_for_other_families(checkpoints, tmp_path):
     one_line_error(run_model(str(checkpoints["qwen2_vl"]), tmp_path, "--template", "vicuna_v1"),
                    "--template applies to LLaVA checkpoints")
