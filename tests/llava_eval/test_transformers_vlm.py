@@ -1,4 +1,5 @@
-"""The transformers backend on tiny random Qwen2-VL, Idefics3 and BLIP-2 checkpoints in the transformers format:
+"""The transformers backend on tiny random Qwen2-VL, Idefics3, BLIP-2 and LLaVA-OneVision checkpoints in the
+transformers format:
 `llava-eval run --model DIR` evaluates them end to end; the answers equal each family's own processor and
 `generate()` at batch size 1 and are the same at batch size 8 (CPU float32), rows stop at their own cap and at
 the checkpoint's EOS ids, the checkpoint's sampling settings never leak, and bad checkpoints are one error line."""
@@ -69,7 +70,7 @@ def tokens(backend: TransformersBackend, requests: list, batch_size: int) -> lis
 def reference_processor(name: str, folder: Path):
     from transformers import AutoProcessor
 
-    if name == "qwen2_vl":  # AutoProcessor needs torchvision for Qwen2-VL's video processor: the image-only one
+    if name in ("qwen2_vl", "llava_onevision"):  # AutoProcessor needs torchvision for their video processor
         return load_processor(folder, name)
     return AutoProcessor.from_pretrained(str(folder), backend="pil", local_files_only=True)
 
@@ -169,6 +170,8 @@ def test_prompts_go_through_the_models_own_template(backends):
         f"<|vision_start|><|image_pad|><|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n")
     assert backends["idefics3"].prompt(request) == (
         f"<|begin_of_text|>User:<image>{question}<end_of_utterance>\nAssistant:")
+    assert backends["llava_onevision"].prompt(request) == (
+        f"<|im_start|>user\n<image>\n{question}<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_blip2_is_prompted_in_its_documented_format(backends):
@@ -224,6 +227,24 @@ def test_qwen2_vl_expands_each_image_by_its_grid(backends, make_image):
     assert len(counts) > 1  # the grid follows the image's size
     assert torch.equal(out["mm_token_type_ids"], (out["input_ids"] == pad).long())
     assert out["pixel_values"].shape[0] == sum(t * h * w for t, h, w in out["image_grid_thw"].tolist())
+
+
+def test_llava_onevision_expands_each_image_to_its_anyres_features(backends, make_image):
+    """The image-only LlavaOnevisionProcessor puts as many `<image>` tokens as the model makes features for that
+    image's anyres grid (the model refuses any other count), and the count follows the image's shape."""
+    bundle = backends["llava_onevision"].bundle
+    token = bundle.model.config.image_token_id
+    counts = set()
+    for i, (w, h) in enumerate([(208, 208), (100, 60), (300, 56), (40, 200)]):
+        inputs = bundle.processor(text=["<image>\nWhat is it?"], images=[make_image(w, h, i)], return_tensors="pt")
+        with torch.inference_mode():
+            features = bundle.model.model.get_image_features(inputs["pixel_values"], inputs["image_sizes"],
+                                                             vision_feature_layer=-1,
+                                                             vision_feature_select_strategy="full")
+        n = int((inputs["input_ids"] == token).sum())
+        assert n == sum(f.shape[0] for f in getattr(features, "pooler_output", features))
+        counts.add(n)
+    assert len(counts) > 1
 
 
 # ---- what a run records ------------------------------------------------------------------------------------

@@ -35,6 +35,13 @@ IDEFICS3_TEMPLATE = (
     "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
+# In the style of llava-hf/llava-onevision-qwen2-*-ov-hf's chat template: ChatML, the images first, then the text.
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 # What a release's generation_config.json may hold besides its stopping ids; greedy evaluation ignores it.
 SAMPLING = {"do_sample": True, "temperature": 0.7, "top_k": 5, "top_p": 0.8, "repetition_penalty": 1.5,
             "no_repeat_ngram_size": 2}
@@ -155,4 +162,37 @@ def blip2(out: Path) -> Path:
     return _save(model, processor, out, SAMPLING | {"eos_token_id": tok.eos_token_id})
 
 
-BUILDERS = {"qwen2_vl": qwen2_vl, "idefics3": idefics3, "blip-2": blip2}
+def llava_onevision(out: Path) -> Path:
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+    )
+
+    from llava_model.vlm import image_only
+
+    tok = tiny_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+                         eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64], [96, 32], [32, 96]]  # anyres grids of 32-pixel tiles
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
+    # LlavaOnevisionProcessor cannot be built without torchvision (its video processor): the image-only one saves
+    # the same processor_config.json. num_image_tokens = (image_size / patch_size)^2 = (32 / 8)^2.
+    processor = image_only(LlavaOnevisionProcessor)(image_processor, tok, None, num_image_tokens=16,
+                                                     vision_feature_select_strategy="full",
+                                                     chat_template=ONEVISION_TEMPLATE)
+    config = LlavaOnevisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         tie_word_embeddings=False),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), video_token_index=tok.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full", vision_feature_layer=-1)
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    return _save(model, processor, out, SAMPLING | {"eos_token_id": tok.eos_token_id})
+
+
+BUILDERS = {"qwen2_vl": qwen2_vl, "idefics3": idefics3, "blip-2": blip2, "llava_onevision": llava_onevision}
