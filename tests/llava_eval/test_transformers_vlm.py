@@ -1,5 +1,5 @@
-"""The transformers backend on tiny random Qwen2-VL, Idefics3, BLIP-2 and LLaVA-OneVision checkpoints in the
-transformers format:
+"""The transformers backend on tiny random Qwen2-VL, Idefics3, BLIP-2, LLaVA-OneVision, Qwen2.5-VL and
+InstructBLIP checkpoints in the transformers format:
 `llava-eval run --model DIR` evaluates them end to end; the answers equal each family's own processor and
 `generate()` at batch size 1 and are the same at batch size 8 (CPU float32), rows stop at their own cap and at
 the checkpoint's EOS ids, the checkpoint's sampling settings never leak, and bad checkpoints are one error line."""
@@ -28,6 +28,8 @@ from tests.cli_checks import one_line_error
 from tests.llava_eval import vlm_checkpoints
 
 FAMILIES = list(vlm_checkpoints.BUILDERS)
+PLAIN = {"blip-2": "Question: {question} Answer:", "instructblip": "{question}"}
+RUN_FAMILIES = ("qwen2_vl", "idefics3", "blip-2")  # a run of 2 tasks x 4 rows x 128 tokens each; the CLI is shared
 TASKS = ("pope", "mme")
 
 
@@ -70,7 +72,7 @@ def tokens(backend: TransformersBackend, requests: list, batch_size: int) -> lis
 def reference_processor(name: str, folder: Path):
     from transformers import AutoProcessor
 
-    if name in ("qwen2_vl", "llava_onevision"):  # AutoProcessor needs torchvision for their video processor
+    if name in ("qwen2_vl", "qwen2_5_vl", "llava_onevision"):  # AutoProcessor needs torchvision for their video
         return load_processor(folder, name)
     return AutoProcessor.from_pretrained(str(folder), backend="pil", local_files_only=True)
 
@@ -88,11 +90,12 @@ def reference_model(folder: Path, eos_ids: list[int]):
 
 
 def reference_answer(name: str, model, processor, request) -> str:
-    """Reference: the model cards: BLIP-2 `processor(images, "Question: ... Answer:")`; chat models
-    `processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)`."""
+    """Reference: the model cards: BLIP-2 `processor(images, "Question: ... Answer:")`, InstructBLIP
+    `processor(images, question)`; chat models `processor.apply_chat_template(messages, add_generation_prompt=True,
+    tokenize=True, return_dict=True)`."""
     question = request.messages[0].text.removeprefix("<image>\n")
-    if name == "blip-2":
-        inputs = processor(images=request.images[0], text=f"Question: {question} Answer:", return_tensors="pt")
+    if name in PLAIN:
+        inputs = processor(images=request.images[0], text=PLAIN[name].format(question=question), return_tensors="pt")
     else:
         messages = [{"role": "user", "content": [{"type": "image", "image": request.images[0]},
                                                  {"type": "text", "text": question}]}]
@@ -118,28 +121,25 @@ def test_answers_equal_the_familys_own_generate_at_batch_size_1_and_8(checkpoint
     model, processor = reference_model(folder, checkpoint_eos(folder)), reference_processor(name, folder)
     expected = [reference_answer(name, model, processor, r) for r in requests]
     assert len(set(expected)) > len(expected) // 2  # the answers depend on the image and the question
-    assert TransformersBackend(backend.bundle, batch_size=1).generate(requests) == expected
-    assert backend.generate(requests) == expected
-    assert tokens(backend, requests, 8) == tokens(backend, requests, 1)
+    alone, batched = tokens(backend, requests, 1), tokens(backend, requests, 8)
+    assert batched == alone
+    assert [backend.bundle.tokenizer.decode(t, skip_special_tokens=True).strip() for t in alone] == expected
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_each_row_stops_at_its_own_cap_and_at_any_eos_id(checkpoints, backends, requests, name):
-    """A token the first row generates third is declared an EOS id: that row stops before it, the others
-    where they meet it, in a batch of 8 as alone, as the family's generate() with the same EOS list."""
+    """A token the first row generates third is declared an EOS id: in a batch of 8, that row stops before it,
+    the others where they meet it, as the family's generate() (one row at a time) with the same EOS list."""
     backend = backends[name]
     free = tokens(backend, requests, 8)
     assert [len(t) for t in free] == [r.settings.max_new_tokens for r in requests]
     stop = free[0][2]
     eos = (*backend.bundle.eos_ids, stop)
-    bundle = dataclasses.replace(backend.bundle, eos_ids=eos,
-                                 generation=greedy_config(backend.bundle.generation, eos, backend.bundle.generation.
-                                                          pad_token_id))
-    stopped = TransformersBackend(bundle, batch_size=8)
-    cut = stopped.strategy.schedule(stopped, requests)
+    generation = greedy_config(backend.bundle.generation, eos, backend.bundle.generation.pad_token_id)
+    stopped = TransformersBackend(dataclasses.replace(backend.bundle, eos_ids=eos, generation=generation))
+    cut = tokens(stopped, requests, 8)
     assert cut[0] == free[0][:free[0].index(stop)]
     assert cut == [t[:t.index(stop)] if stop in t else t for t in free]
-    assert cut == tokens(stopped, requests, 1)
     model = reference_model(checkpoints[name], list(eos))
     processor = reference_processor(name, checkpoints[name])
     decode = backend.bundle.tokenizer.decode
@@ -151,7 +151,7 @@ def test_each_row_stops_at_its_own_cap_and_at_any_eos_id(checkpoints, backends, 
 def test_the_checkpoints_sampling_settings_do_not_leak(backends, name):
     model = backends[name].bundle.model
     configs = [m.generation_config for m in model.modules() if getattr(m, "generation_config", None) is not None]
-    assert len(configs) >= (2 if name == "blip-2" else 1)
+    assert len(configs) >= (2 if name in PLAIN else 1)
     for config in configs:
         assert (config.do_sample, config.num_beams) == (False, 1)
         assert config.repetition_penalty in (None, 1.0) and config.no_repeat_ngram_size in (None, 0)
@@ -178,6 +178,7 @@ def test_blip2_is_prompted_in_its_documented_format(backends):
     request = task_requests(1)[0]
     question = request.messages[0].text.removeprefix("<image>\n")
     assert backends["blip-2"].prompt(request) == f"Question: {question} Answer:"
+    assert backends["instructblip"].prompt(request) == question
     record = backends["blip-2"].record()
     assert record["prompt_mode"] == "model template" and record["prompt_format"] == "Question: {question} Answer:"
     assert record["family"] == "BLIP-2" and record["image_processor"] == "BlipImageProcessorPil"
@@ -248,21 +249,34 @@ def test_llava_onevision_expands_each_image_to_its_anyres_features(backends, mak
 
 
 # ---- what a run records ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", FAMILIES)
-def test_run_evaluates_the_checkpoint_end_to_end(checkpoints, backends, tmp_path, name):
-    out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--model", str(checkpoints[name]), "--tasks", ",".join(TASKS),
+def quick_stopping(folder: Path, to: Path) -> Path:
+    """A copy of the checkpoint whose EOS ids are half its vocabulary, so that a random model's answers to tasks
+    that allow 128 new tokens end within a few."""
+    folder = copy(folder, to)
+    vocab = json.loads((folder / "config.json").read_text())["text_config"]["vocab_size"]
+    generation = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps(generation | {"eos_token_id": list(range(vocab // 2))}))
+    return folder
+
+
+@pytest.mark.parametrize("name", RUN_FAMILIES)
+def test_run_evaluates_the_checkpoint_end_to_end(checkpoints, tmp_path, name):
+    folder, out = quick_stopping(checkpoints[name], tmp_path / "ckpt"), tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--model", str(folder), "--tasks", ",".join(TASKS),
                                        "--limit", "4", "--out", str(out), "--no-progress", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    backend = backends[name]
+    backend = open_backend(str(folder), BackendOptions(device="cpu"))
     assert config["backend"] == "transformers" and config["prompt_mode"] == "model template"
     assert config["model_type"] == name and config["image_processor"].endswith("Pil")
     assert config["model_fingerprint"] == backend.fingerprint()
+    texts = []
     for task in TASKS:
         rows = [json.loads(line) for line in (out / task / "predictions.jsonl").read_text().splitlines()]
-        assert len(rows) == 4 and all(isinstance(r["text"], str) and r["model_id"] == backend.source for r in rows)
+        assert len(rows) == 4 and {r["model_id"] for r in rows} == {str(folder)}
         assert json.loads((out / task / "metrics.json").read_text())["metrics"]["n_docs"] == 4
+        texts += [r["text"] for r in rows]
+    assert any(texts) and texts == backend.generate(task_requests())
 
 
 def test_the_record_names_backend_family_prompt_mode_and_image_backend(backends):

@@ -195,4 +195,64 @@ def llava_onevision(out: Path) -> Path:
     return _save(model, processor, out, SAMPLING | {"eos_token_id": tok.eos_token_id})
 
 
-BUILDERS = {"qwen2_vl": qwen2_vl, "idefics3": idefics3, "blip-2": blip2, "llava_onevision": llava_onevision}
+def qwen2_5_vl(out: Path) -> Path:
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessorPil,
+    )
+
+    from llava_model.vlm import image_only
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+    tok = tiny_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    processor = image_only(Qwen2_5_VLProcessor)(image_processor, tok, None, chat_template=QWEN2_VL_TEMPLATE)
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}, eos_token_id=ids["<|im_end|>"],
+                         pad_token_id=ids["<|endoftext|>"], bos_token_id=None, tie_word_embeddings=False),
+        # two vision blocks: one with window attention (56-pixel windows), one with full attention
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
+                           window_size=56, fullatt_block_indexes=[1], patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(0)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    return _save(model, processor, out, SAMPLING | {"eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]]})
+
+
+def instructblip(out: Path) -> Path:
+    from transformers import (
+        BlipImageProcessorPil,
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,
+    )
+
+    tok = tiny_tokenizer(["<unk>", "<s>", "</s>", "<image>"], bos="<s>", eos_token="</s>", pad_token="<unk>")
+    qformer_tok = tiny_tokenizer(["[PAD]", "[CLS]", "[SEP]"], bos="[CLS]", pad_token="[PAD]")  # BERT-style
+    processor = InstructBlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tok, qformer_tok,
+                                      num_query_tokens=4)
+    config = InstructBlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        qformer_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                            encoder_hidden_size=32, vocab_size=len(qformer_tok), pad_token_id=0),
+        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=1024, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id),
+        num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(0)
+    model = InstructBlipForConditionalGeneration(config)
+    return _save(model, processor, out, SAMPLING | {"eos_token_id": tok.eos_token_id})
+
+
+BUILDERS = {"qwen2_vl": qwen2_vl, "idefics3": idefics3, "blip-2": blip2, "llava_onevision": llava_onevision,
+            "qwen2_5_vl": qwen2_5_vl, "instructblip": instructblip}
