@@ -106,6 +106,8 @@ def image_only(processor_class):
     """`processor_class` without its video processor. Qwen2-VL's, Qwen2.5-VL's, LLaVA-OneVision's and
     InternVL's processors take one, whose class needs torchvision; evaluation never sends video, and the
     rest of the processor (image-token expansion, chat template, padding) is transformers' own, unchanged."""
+    # ProcessorMixin pairs its constructor's arguments with `get_attributes()`, so the `video_processor=None` a
+    # family's __init__ still passes on is dropped, and its class is never looked up.
     attributes = [a for a in processor_class.get_attributes() if a != "video_processor"]
     if len(attributes) == len(processor_class.get_attributes()):
         return processor_class

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from PIL import Image
+
+from llava_model import vlm
 from llava_model.checkpoint_files import one_line
 from llava_model.errors import CheckpointError
 from llava_model.fingerprint import device_record, hash_weights, vocabulary
 from llava_model.preprocess import load_image
-from llava_model.vlm import FAMILIES
 from llava_types import IMAGE_PLACEHOLDER, USER, Message, Request, UserError, digest
 
 from ..scheduling import Prepared, SortedBatches, get_strategy
@@ -107,13 +109,9 @@ class TransformersBackend:
     def _probe(self) -> None:
         """Render and process a sample question on a blank image once, so that a broken template, or a processor
         that puts no image tokens in the prompt, is refused before any row runs."""
-        from PIL import Image
-
-        from llava_model.vlm import image_token_count
-
         image = Image.new("RGB", (64, 48), (128, 128, 128))
         text = self.prompt(Request("probe", (Message(USER, f"{IMAGE_PLACEHOLDER}\nIs this a probe?"),), (image,)))
-        if image_token_count(self.bundle, text, image) == 0:
+        if vlm.image_token_count(self.bundle, text, image) == 0:
             raise CheckpointError(f"the processor of {self.source} puts no image token in the prompt, so the image "
                                   "would be ignored (BLIP-2 and InstructBLIP need num_query_tokens in "
                                   "processor_config.json)")
@@ -132,20 +130,20 @@ class TransformersBackend:
         if self.plain_format is not None and len(request.images) != 1:
             raise UserError(f"request {request.doc_id!r}: {self.bundle.family} answers about exactly one image; "
                             f"this request has {len(request.images)}")
+        # The processor expands the image tokens and stacks the pixels per batch, so a prepared row carries its
+        # rendered prompt and images; its ids (before expansion) only order the batches by length.
         text = self.prompt(request)
-        ids = self.bundle.tokenizer(text, add_special_tokens=False)["input_ids"]  # its length orders the batches
+        ids = self.bundle.tokenizer(text, add_special_tokens=False)["input_ids"]
         return Prepared(index, ids, Rendered(text, [load_image(image) for image in request.images]),
                         request.settings.max_new_tokens)
 
     def generate_batch(self, batch: list[Prepared]) -> list[list[int]]:
-        from llava_model.vlm import generate_batch
-
         # Text-only rows and rows with images go through the processor apart: its image arguments are per batch.
         out: dict[int, list[int]] = {}
         for with_images in (False, True):
             rows = [p for p in batch if bool(p.pixel_values.images) == with_images]
             if rows:
-                tokens = generate_batch(self.bundle, [p.pixel_values.text for p in rows],
+                tokens = vlm.generate_batch(self.bundle, [p.pixel_values.text for p in rows],
                                         [image for p in rows for image in p.pixel_values.images],
                                         [p.max_new_tokens for p in rows])
                 out.update(zip((p.index for p in rows), tokens, strict=True))
@@ -182,18 +180,16 @@ def open_transformers(model: str, options: BackendOptions) -> TransformersBacken
         if value is not None:
             raise UserError(f"{flag} applies to LLaVA checkpoints; {model} is prompted with its own chat template "
                             "and preprocessed by its own processor")
-    from llava_model.vlm import load_vlm
-
-    return TransformersBackend(load_vlm(model, device=options.device, dtype=options.dtype), options.batch_size)
+    return TransformersBackend(vlm.load_vlm(model, device=options.device, dtype=options.dtype), options.batch_size)
 
 
 def claims(config: dict) -> bool:
     model_type = config.get("model_type")
-    return isinstance(model_type, str) and model_type in FAMILIES
+    return isinstance(model_type, str) and model_type in vlm.FAMILIES
 
 
 ENTRY = BackendEntry(
     open=open_transformers,
-    architectures=f"transformers (model_type {', '.join(FAMILIES)})",
+    architectures=f"transformers (model_type {', '.join(vlm.FAMILIES)})",
     claims=claims,
 )
