@@ -26,15 +26,17 @@ NAME = "transformers"
 PROMPT_MODE = "model template"
 
 # The documented prompt of a family whose checkpoints carry no chat template; {question} is the task's text.
-# The processors of these families put the image tokens in front of the text themselves.
+# The BLIP processors put the image tokens in front of the text themselves.
 PLAIN_FORMATS = {
     # Reference: transformers BLIP-2 docs and model cards ("Question: how many cats are there? Answer:"), the
     # zero-shot VQA prompt of the BLIP-2 paper (Li et al. 2023, sec. 4.1).
     "blip-2": "Question: {question} Answer:",
     # Reference: transformers InstructBLIP docs (the instruction is the prompt, as it is).
     "instructblip": "{question}",
-    # Reference: google/paligemma model cards, the "answer {lang} {question}" task prefix for VQA.
-    "paligemma": "answer en {question}",
+    # Reference: google/paligemma model cards, the "answer {lang} {question}" task prefix for VQA. PaliGemmaProcessor
+    # makes it `<image>`s + BOS + prompt + "\n"; the leading `<image>` is what it asks for (the same tokens as
+    # without it, minus a warning on every call).
+    "paligemma": "<image>answer en {question}",
 }
 
 
