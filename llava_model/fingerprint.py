@@ -23,16 +23,24 @@ def model_fingerprint(bundle, samples_per_tensor: int = 4096) -> str:
     preprocessing. Cheap for a 13B model (a few thousand values per tensor), yet any retraining or
     conversion change shows."""
     h = hashlib.sha256()
-    for name, tensor in sorted(bundle.model.state_dict().items()):
+    hash_weights(h, bundle.model, samples_per_tensor)
+    h.update(digest(*vocabulary(bundle.tokenizer), bundle.template.name, bundle.image_mode).encode())
+    return h.hexdigest()[:16]
+
+
+def hash_weights(h, model, samples_per_tensor: int = 4096) -> None:
+    """Feed `h` every tensor's name, dtype, shape and an evenly strided sample of its values."""
+    for name, tensor in sorted(model.state_dict().items()):
         flat = tensor.detach().reshape(-1)
         step = max(1, flat.numel() // samples_per_tensor)
         sample = flat[::step][:samples_per_tensor].to("cpu", torch.float32).contiguous()
         h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         h.update(sample.numpy().tobytes())
-    tok = bundle.tokenizer
-    h.update(digest(len(tok), sorted(tok.get_vocab().items())[:50000], bundle.template.name,
-                    bundle.image_mode).encode())
-    return h.hexdigest()[:16]
+
+
+def vocabulary(tokenizer) -> tuple:
+    """What a fingerprint records of a tokenizer: its size and (the first 50,000 of) its sorted vocabulary."""
+    return len(tokenizer), sorted(tokenizer.get_vocab().items())[:50000]
 
 
 def device_record(bundle) -> dict:

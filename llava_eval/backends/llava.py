@@ -35,7 +35,8 @@ class LlavaBackend:
         return model_fingerprint(self.bundle)
 
     def record(self) -> dict:
-        return device_record(self.bundle) | {"backend": NAME, "strategy": self.engine.strategy.name}
+        return device_record(self.bundle) | {"backend": NAME, "strategy": self.engine.strategy.name,
+                                             "prompt_mode": "paper"}
 
 
 def open_llava(model: str, options: BackendOptions) -> LlavaBackend:

@@ -18,11 +18,12 @@ from llava_model.checkpoint_files import checkpoint_config
 from llava_model.errors import CheckpointError
 from llava_types import Backend, UserError
 
-from . import llava, served, vllm_engine
+from . import llava, served, transformers_vlm, vllm_engine
 from .entry import BackendEntry, BackendOptions
 
 BACKENDS: dict[str, BackendEntry] = {
     llava.NAME: llava.ENTRY,
+    transformers_vlm.NAME: transformers_vlm.ENTRY,
     served.NAME: served.ENTRY,
     vllm_engine.NAME: vllm_engine.ENTRY,
 }
@@ -69,7 +70,7 @@ def by_architecture(path: Path) -> str:
         if entry.claims(config):
             return name
     found = reprlib.Repr()  # a hostile config.json may hold any value: show it short
-    found.maxstring, found.maxlist, found.maxother = 60, 4, 60
+    found.maxstring, found.maxlist, found.maxother = 40, 3, 40
     supported = "; ".join(entry.architectures for entry in BACKENDS.values() if entry.architectures)
     raise CheckpointError(f"{config_file}: unsupported model architecture (model_type "
                           f"{found.repr(config.get('model_type'))}, architectures "

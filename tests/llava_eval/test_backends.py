@@ -76,7 +76,7 @@ def test_a_directory_with_its_own_code_is_refused_before_its_architecture_is_rea
 def test_an_unknown_name_lists_the_valid_names_and_backends():
     with pytest.raises(UserError, match="unknown model 'llava-v9'") as error:
         resolve("llava-v9")
-    for name in ("tiny-shapes", "tiny", "llava-v1.5-7b", "BACKEND:MODEL", "(llava, served, vllm)"):
+    for name in ("tiny-shapes", "tiny", "llava-v1.5-7b", "BACKEND:MODEL", "(llava, transformers, served, vllm)"):
         assert name in str(error.value)
 
 
@@ -110,7 +110,8 @@ def test_the_llava_backend_declares_what_a_run_records(engine, strategy, chunk):
     assert isinstance(backend, Backend)
     assert backend.source == bundle.source and backend.chunk_size == chunk
     assert backend.fingerprint() == model_fingerprint(bundle)
-    assert backend.record() == device_record(bundle) | {"backend": "llava", "strategy": strategy}
+    assert backend.record() == device_record(bundle) | {"backend": "llava", "strategy": strategy,
+                                                        "prompt_mode": "paper"}
 
 
 def test_an_unknown_engine_is_refused_before_the_weights_load(monkeypatch):
