@@ -99,8 +99,8 @@ class TransformersBackend:
         self.template = chat_template_of(bundle.processor)
         self.plain_format = None if self.template else PLAIN_FORMATS.get(bundle.model_type)
         if self.template is None and self.plain_format is None:
-            raise CheckpointError(f"{bundle.source} has no chat template (chat_template.jinja, chat_template.json, "
-                                  f"processor_config.json or tokenizer_config.json) and {bundle.family} has no "
+            raise CheckpointError(f"{bundle.source} has no chat template (chat_template.jinja, chat_template.json, or "
+                                  f"one in its processor or tokenizer config) and {bundle.family} has no "
                                   "documented plain prompt format; add the release's chat template")
         self._probe()
 
@@ -115,8 +115,8 @@ class TransformersBackend:
         text = self.prompt(Request("probe", (Message(USER, f"{IMAGE_PLACEHOLDER}\nIs this a probe?"),), (image,)))
         if vlm.image_token_count(self.bundle, text, image) == 0:
             raise CheckpointError(f"the processor of {self.source} puts no image token in the prompt, so the image "
-                                  "would be ignored (BLIP-2 and InstructBLIP need num_query_tokens in "
-                                  "processor_config.json)")
+                                  "would be ignored (BLIP-2 and InstructBLIP need num_query_tokens in their "
+                                  "processor config)")
 
     def prompt(self, request: Request) -> str:
         if self.plain_format is not None:

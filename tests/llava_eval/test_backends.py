@@ -81,7 +81,8 @@ def test_an_unknown_name_lists_the_valid_names_and_backends():
 
 
 @pytest.mark.parametrize("model,fragment", [
-    ("remote:gpt-4o", "unknown backend 'remote' in --model 'remote:gpt-4o'; registered backends: llava, served, vllm"),
+    ("remote:gpt-4o",
+     "unknown backend 'remote' in --model 'remote:gpt-4o'; registered backends: llava, transformers, served, vllm"),
     ("llava:", "no model after the colon"),
     ("", "--model is empty"),
     ("runs/missing-checkpoint", "is not a checkpoint directory"),
