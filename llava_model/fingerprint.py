@@ -15,8 +15,8 @@ from llava_types import digest
 def model_fingerprint(bundle, samples_per_tensor: int = 4096) -> str:
     """Fingerprint of everything about a loaded model that can change an answer: every tensor's name,
     dtype, shape and an evenly strided sample of its values, the vocabulary, the template and the image
-    preprocessing. Cheap for a 13B model (a few thousand values per tensor), yet any retraining or
-    conversion change shows."""
+    preprocessing (with LLaVA-NeXT's grids). Cheap for a 13B model (a few thousand values per tensor), yet
+    any retraining or conversion change shows."""
     h = hashlib.sha256()
     for name, tensor in sorted(bundle.model.state_dict().items()):
         flat = tensor.detach().reshape(-1)
@@ -27,6 +27,9 @@ def model_fingerprint(bundle, samples_per_tensor: int = 4096) -> str:
     tok = bundle.tokenizer
     h.update(digest(len(tok), sorted(tok.get_vocab().items())[:50000], bundle.template.name,
                     bundle.image_mode).encode())
+    vision = bundle.vision.describe()  # empty for LLaVA-1.5, whose fingerprints stay as they were
+    if vision:
+        h.update(digest(vision).encode())
     return h.hexdigest()[:16]
 
 

@@ -1,0 +1,102 @@
+"""Tiny LLaVA-NeXT models for the tests, built from configs (no download): the config, a llava-hf style
+directory (`LlavaNextForConditionalGeneration` + tokenizer + `LlavaNextImageProcessorPil`, saved by
+transformers) and an original `liuhaotian/llava-v1.6-*` style directory written from the same weights.
+Tiles are 28 px (2 x 2 features each) over the five 1.6 grids scaled to that tile, so an image costs
+a few dozen positions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+TILE = 28
+# liuhaotian/llava-v1.6-* image_grid_pinpoints ([width, height] of 336 px tiles), scaled to 28 px tiles.
+GRIDS = [[28, 56], [56, 28], [56, 56], [84, 28], [28, 84]]
+TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+            max_position_embeddings=2048, rms_norm_eps=1e-5)
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=14,
+              image_size=TILE, projection_dim=32, hidden_act="quick_gelu", layer_norm_eps=1e-5)
+
+
+def next_config(vocab_size: int, image_token_id: int | None, grids=GRIDS, mistral: bool = False, template="vicuna_v1"):
+    from transformers import CLIPVisionConfig, LlamaConfig, MistralConfig
+
+    from llava_model.config import build_next_config
+
+    text_class = MistralConfig if mistral else LlamaConfig
+    text = text_class(**TEXT, vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                      tie_word_embeddings=False)
+    return build_next_config(text, CLIPVisionConfig(**VISION), grid_pinpoints=grids, template=template,
+                             image_token_id=image_token_id)
+
+
+def next_model(config, seed: int = 0):
+    from llava_model.next import build_llava_next
+
+    return build_llava_next(config, seed=seed)
+
+
+def image_processor(grids=GRIDS):
+    from llava_model.anyres import anyres_image_processor
+
+    return anyres_image_processor(TILE, grids)
+
+
+def save_llava_hf(model, tokenizer, out: Path, grids=GRIDS) -> Path:
+    """A llava-hf style directory: what transformers saves, without our own config fields (so the loader
+    infers the template, as for llava-hf/llava-v1.6-* checkpoints)."""
+    for field in ("llava_template", "llava_projector", "image_aspect_ratio"):
+        if hasattr(model.config, field):
+            delattr(model.config, field)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    image_processor(grids).save_pretrained(str(out))
+    return out
+
+
+ORIGINAL_PREFIXES = (
+    ("model.language_model.", "model."),
+    ("model.vision_tower.", "model.vision_tower.vision_tower.vision_model."),
+    ("model.multi_modal_projector.linear_1.", "model.mm_projector.0."),
+    ("model.multi_modal_projector.linear_2.", "model.mm_projector.2."),
+)
+
+
+def original_key(key: str) -> str:
+    """Our (transformers 5) key -> the liuhaotian/llava-v1.6 key."""
+    for ours, theirs in ORIGINAL_PREFIXES:
+        if key.startswith(ours):
+            return theirs + key[len(ours):]
+    assert key in ("lm_head.weight", "model.image_newline"), key
+    return key
+
+
+def write_original(model, tokenizer_dir: Path, out: Path, mistral: bool = False, **mm) -> Path:
+    """`model` as an original 1.6 checkpoint (tower weights inside, as the 1.6 releases train the tower), the
+    tower's config in a folder of its own (as mm_vision_tower names the OpenAI CLIP repo)."""
+    out.mkdir(parents=True)
+    tower_dir = out.parent / (out.name + "-clip")
+    tower_dir.mkdir()
+    model.config.vision_config.save_pretrained(str(tower_dir))
+    text = model.config.text_config
+    config = {
+        "architectures": ["LlavaMistralForCausalLM" if mistral else "LlavaLlamaForCausalLM"],
+        "model_type": "llava_mistral" if mistral else "llava_llama", **{k: getattr(text, k) for k in TEXT},
+        "vocab_size": text.vocab_size, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+        "tie_word_embeddings": False, "torch_dtype": "float16", "mm_vision_tower": str(tower_dir),
+        "mm_hidden_size": model.config.vision_config.hidden_size, "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False, "mm_patch_merge_type": "spatial_unpad", "image_aspect_ratio": "anyres",
+        "image_grid_pinpoints": model.config.image_grid_pinpoints, "use_mm_proj": True, "tune_mm_mlp_adapter": False,
+    }
+    config.update(mm)
+    (out / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    state = {original_key(k): v.clone() for k, v in model.state_dict().items()}
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # dropped by the conversion
+    save_file(state, str(out / "model.safetensors"))
+    for f in tokenizer_dir.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    return out
