@@ -16,7 +16,7 @@ TILE = 28
 # liuhaotian/llava-v1.6-* image_grid_pinpoints ([width, height] of 336 px tiles), scaled to 28 px tiles.
 GRIDS = [[28, 56], [56, 28], [56, 56], [84, 28], [28, 84]]
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-            max_position_embeddings=2048, rms_norm_eps=1e-5)
+            max_position_embeddings=2048, rms_norm_eps=1e-5, initializer_range=0.2)
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=14,
               image_size=TILE, projection_dim=32, hidden_act="quick_gelu", layer_norm_eps=1e-5)
 

@@ -18,11 +18,12 @@ from llava_model.checkpoint_files import read_json_object, refuse_remote_code
 from llava_model.errors import CheckpointError
 from llava_types import Backend, UserError
 
-from . import llava
+from . import llava, llava_next
 from .entry import BackendEntry, BackendOptions
 
 BACKENDS: dict[str, BackendEntry] = {
     llava.NAME: llava.ENTRY,
+    llava_next.NAME: llava_next.ENTRY,
 }
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9_.+-]*):(.*)", re.DOTALL)
