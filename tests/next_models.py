@@ -100,3 +100,49 @@ def write_original(model, tokenizer_dir: Path, out: Path, mistral: bool = False,
     for f in tokenizer_dir.iterdir():
         (out / f.name).write_bytes(f.read_bytes())
     return out
+
+
+@torch.inference_mode()
+def transformers_answers(directory, requests, prompt_ids) -> list[str]:
+    """Each request alone through transformers' LLaVA-NeXT: its processor (PIL image processor + tokenizer) makes
+    the pixels and image sizes and expands the image (to as many positions as ours: checked), its model generates
+    greedily. The text ids are the original's (`tokenizer_image_token` tokenises around the image; the processor,
+    tokenising the whole prompt, drops the dummy-prefix space after `<image>`), so both get the same prompt."""
+    from transformers import LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor
+
+    from llava_model.checkpoint_files import load_tokenizer
+
+    tok = load_tokenizer(directory)
+    processor = LlavaNextProcessor(LlavaNextImageProcessorPil.from_pretrained(str(directory)), tok, patch_size=14,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    model = LlavaNextForConditionalGeneration.from_pretrained(str(directory), dtype=torch.float32).eval()
+    answers = []
+    for request, ids in zip(requests, prompt_ids, strict=True):
+        inputs = processor(images=list(request.images), text=request.messages[0].text, return_tensors="pt")
+        image_id = model.config.image_token_id
+        assert int((inputs["input_ids"] == image_id).sum()) == ids.count(image_id)
+        inputs["input_ids"], inputs["attention_mask"] = torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)
+        out = model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=request.settings.max_new_tokens,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        answers.append(tok.decode(out[0, len(ids):], skip_special_tokens=True).strip())
+    return answers
+
+
+def check_against_transformers(directory: Path, requests) -> None:
+    """The llava-next backend's answers on `requests` equal transformers' at batch size 1, and are the same at batch
+    size 8 and with prefix sharing (CPU, float32)."""
+    from llava_eval.backends.entry import BackendOptions
+    from llava_eval.backends.registry import open_backend
+    from llava_model.generation import encode
+
+    def backend(**options):
+        return open_backend(str(directory), BackendOptions(device="cpu", dtype="float32", **options))
+
+    one = backend(batch_size=1, engine="reference")
+    expected = transformers_answers(directory, requests, [encode(one.bundle, r)[0] for r in requests])
+    assert len(set(expected)) > 1  # the answers depend on the inputs
+    assert one.generate(requests) == expected
+    assert backend(batch_size=8, engine="reference").generate(requests) == expected
+    fast = backend(batch_size=8, engine="fast")
+    assert fast.generate(requests) == expected
+    assert fast.engine.stats["prefills"] > 0  # POPE's questions share their image's prefix

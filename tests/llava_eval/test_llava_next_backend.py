@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from llava_eval.backends.entry import BackendOptions
@@ -22,7 +22,7 @@ from llava_model.tiny_tokenizer import tiny_tokenizer
 from llava_types import GenerationSettings
 from tasks.registry import get_task
 from tests.cli_checks import one_line_error
-from tests.next_models import next_config, next_model, save_llava_hf, write_original
+from tests.next_models import check_against_transformers, next_config, next_model, save_llava_hf, write_original
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,15 @@ def hf_dir(tmp_path_factory):
     tok = tiny_tokenizer()
     model = next_model(next_config(vocab_size=len(tok), image_token_id=tok.convert_tokens_to_ids("<image>")), seed=7)
     return save_llava_hf(model, tok, tmp_path_factory.mktemp("next") / "llava-v1.6-tiny-hf")
+
+
+@pytest.fixture(scope="module")
+def hd_dir(tmp_path_factory):
+    """The tiny-hd preset (random weights) saved as a checkpoint directory."""
+    from llava_model.checkpoint import save_bundle
+    from llava_model.next import load_next_bundle
+
+    return save_bundle(load_next_bundle("tiny-hd", device="cpu", seed=3), tmp_path_factory.mktemp("hd") / "tiny-hd")
 
 
 @pytest.fixture(scope="module")
@@ -46,47 +55,17 @@ def requests_():
     return out
 
 
-@torch.inference_mode()
-def transformers_answers(directory, requests, prompt_ids) -> list[str]:
-    """Each request alone through transformers' LLaVA-NeXT: its processor (PIL image processor + tokenizer) makes
-    the pixels and image sizes and expands the image (to as many positions as ours: checked), its model generates
-    greedily. The text ids are the original's (`tokenizer_image_token` tokenises around the image; the processor,
-    tokenising the whole prompt, drops the dummy-prefix space after `<image>`), so both get the same prompt."""
-    from transformers import LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, LlavaNextProcessor
-
-    from llava_model.checkpoint_files import load_tokenizer
-
-    tok = load_tokenizer(directory)
-    processor = LlavaNextProcessor(LlavaNextImageProcessorPil.from_pretrained(str(directory)), tok, patch_size=14,
-                                   vision_feature_select_strategy="default", num_additional_image_tokens=1)
-    model = LlavaNextForConditionalGeneration.from_pretrained(str(directory), dtype=torch.float32).eval()
-    answers = []
-    for request, ids in zip(requests, prompt_ids, strict=True):
-        inputs = processor(images=list(request.images), text=request.messages[0].text, return_tensors="pt")
-        image_id = model.config.image_token_id
-        assert int((inputs["input_ids"] == image_id).sum()) == ids.count(image_id)
-        inputs["input_ids"], inputs["attention_mask"] = torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)
-        out = model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=request.settings.max_new_tokens,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-        answers.append(tok.decode(out[0, len(ids):], skip_special_tokens=True).strip())
-    return answers
-
-
 def backend(directory, **options):
     return open_backend(str(directory), BackendOptions(device="cpu", dtype="float32", **options))
 
 
 def test_answers_equal_transformers_at_batch_size_1_and_8_and_with_prefix_sharing(hf_dir, requests_):
-    from llava_model.generation import encode
+    check_against_transformers(hf_dir, requests_)
 
-    one = backend(hf_dir, batch_size=1, engine="reference")
-    expected = transformers_answers(hf_dir, requests_, [encode(one.bundle, r)[0] for r in requests_])
-    assert len(set(expected)) > 1  # the answers depend on the inputs
-    assert one.generate(requests_) == expected
-    assert backend(hf_dir, batch_size=8, engine="reference").generate(requests_) == expected
-    fast = backend(hf_dir, batch_size=8, engine="fast")
-    assert fast.generate(requests_) == expected
-    assert fast.engine.stats["prefills"] > 0  # POPE's questions share their image's prefix
+
+def test_the_hd_preset_answers_as_transformers_does(hd_dir, requests_):
+    assert resolve(str(hd_dir))[0] == "llava-next"
+    check_against_transformers(hd_dir, requests_)
 
 
 def test_directories_and_presets_resolve_to_the_llava_next_backend(hf_dir, tmp_path):
@@ -104,18 +83,30 @@ def test_directories_and_presets_resolve_to_the_llava_next_backend(hf_dir, tmp_p
     assert resolve(str(original)) == ("llava", str(original))
 
 
-def test_a_run_evaluates_the_directory_and_records_backend_template_and_grids(hf_dir, tmp_path):
-    out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", "--model", str(hf_dir), "--tasks", "pope,mme", "--limit", "4", "--out",
-                                       str(out), "--no-progress", "--device", "cpu"])
+def run_and_check(directory: Path, out: Path, grids: list) -> dict:
+    """`llava-eval run --model DIR --tasks pope,mme --limit 4`: it succeeds and records the backend, the template
+    and the grids; returns config.json."""
+    result = CliRunner().invoke(main, ["run", "--model", str(directory), "--tasks", "pope,mme", "--limit", "4",
+                                       "--out", str(out), "--no-progress", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["backend"] == "llava-next" and config["template"] == "vicuna_v1"
-    assert config["grid_pinpoints"] == [[28, 56], [56, 28], [56, 56], [84, 28], [28, 84]]
+    assert config["grid_pinpoints"] == grids
     assert config["image_processor"] == "LlavaNextImageProcessorPil" and config["strategy"] == "prefix-sharing"
     for task in ("pope", "mme"):
         rows = (out / task / "predictions.jsonl").read_text().splitlines()
-        assert len(rows) == 4 and {json.loads(r)["model_id"] for r in rows} == {str(hf_dir)}
+        assert len(rows) == 4 and {json.loads(r)["model_id"] for r in rows} == {str(directory)}
+    return config
+
+
+def test_a_run_evaluates_the_llava_hf_directory(hf_dir, tmp_path):
+    run_and_check(hf_dir, tmp_path / "run", [[28, 56], [56, 28], [56, 56], [84, 28], [28, 84]])
+
+
+def test_a_run_evaluates_the_hd_preset_directory(hd_dir, tmp_path):
+    from llava_model.presets import NEXT_PRESETS
+
+    run_and_check(hd_dir, tmp_path / "run", [list(g) for g in NEXT_PRESETS["tiny-hd"].grid_pinpoints])
 
 
 def test_the_fingerprint_covers_the_grids_and_the_template(hf_dir, tmp_path):
