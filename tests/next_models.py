@@ -2,10 +2,12 @@
 directory (`LlavaNextForConditionalGeneration` + tokenizer + `LlavaNextImageProcessorPil`, saved by
 transformers) and an original `liuhaotian/llava-v1.6-*` style directory written from the same weights.
 Tiles are 28 px (2 x 2 features each) over the five 1.6 grids scaled to that tile, so an image costs
-a few dozen positions."""
+a few dozen positions. Also the checks every LLaVA-NeXT family test runs: the answers against transformers'
+own generate, and `llava-eval run` on a directory."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -146,3 +148,41 @@ def check_against_transformers(directory: Path, requests) -> None:
     fast = backend(batch_size=8, engine="fast")
     assert fast.generate(requests) == expected
     assert fast.engine.stats["prefills"] > 0  # POPE's questions share their image's prefix
+
+
+def synthetic_requests(max_new_tokens: int = 24) -> list:
+    """Four synthetic rows each of POPE and MME, with 24 new tokens instead of the tasks' 128 (a random model
+    never stops; 24 tokens are enough to tell answers apart)."""
+    from llava_eval.data import load_docs
+    from llava_eval.runner import build_requests
+    from llava_types import GenerationSettings
+    from tasks.registry import get_task
+
+    out = []
+    for name in ("pope", "mme"):
+        task = get_task(name)
+        docs = load_docs(task, "synthetic", limit=4)
+        requests, errors = build_requests(task, docs, range(len(docs)), None)
+        assert not errors
+        out += [dataclasses.replace(r, settings=GenerationSettings(max_new_tokens=max_new_tokens)) for r in requests]
+    return out
+
+
+def run_and_check(directory: Path, out: Path, grids: list) -> dict:
+    """`llava-eval run --model DIR --tasks pope,mme --limit 4`: it succeeds and records the backend, the template
+    and the grids; returns config.json."""
+    from click.testing import CliRunner
+
+    from llava_eval.cli import main
+
+    result = CliRunner().invoke(main, ["run", "--model", str(directory), "--tasks", "pope,mme", "--limit", "4",
+                                       "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["backend"] == "llava-next" and config["template"] == "vicuna_v1"
+    assert config["grid_pinpoints"] == grids
+    assert config["image_processor"] == "LlavaNextImageProcessorPil" and config["strategy"] == "prefix-sharing"
+    for task in ("pope", "mme"):
+        rows = (out / task / "predictions.jsonl").read_text().splitlines()
+        assert len(rows) == 4 and {json.loads(r)["model_id"] for r in rows} == {str(directory)}
+    return config

@@ -6,9 +6,7 @@ one error line."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -16,13 +14,17 @@ from click.testing import CliRunner
 from llava_eval.backends.entry import BackendOptions
 from llava_eval.backends.registry import open_backend, resolve
 from llava_eval.cli import main
-from llava_eval.data import load_docs
-from llava_eval.runner import build_requests
 from llava_model.tiny_tokenizer import tiny_tokenizer
-from llava_types import GenerationSettings
-from tasks.registry import get_task
 from tests.cli_checks import one_line_error
-from tests.next_models import check_against_transformers, next_config, next_model, save_llava_hf, write_original
+from tests.next_models import (
+    check_against_transformers,
+    next_config,
+    next_model,
+    run_and_check,
+    save_llava_hf,
+    synthetic_requests,
+    write_original,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +45,7 @@ def hd_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def requests_():
-    """Four synthetic rows each of POPE and MME, with 24 new tokens instead of the tasks' 128 (a random model
-    never stops; 24 tokens are enough to tell answers apart)."""
-    out = []
-    for name in ("pope", "mme"):
-        task = get_task(name)
-        docs = load_docs(task, "synthetic", limit=4)
-        requests, errors = build_requests(task, docs, range(len(docs)), None)
-        assert not errors
-        out += [dataclasses.replace(r, settings=GenerationSettings(max_new_tokens=24)) for r in requests]
-    return out
+    return synthetic_requests()
 
 
 def backend(directory, **options):
@@ -81,22 +74,6 @@ def test_directories_and_presets_resolve_to_the_llava_next_backend(hf_dir, tmp_p
     (original / "config.json").write_text(json.dumps({"architectures": ["LlavaLlamaForCausalLM"],
                                                       "mm_vision_tower": "clip", "image_aspect_ratio": "pad"}))
     assert resolve(str(original)) == ("llava", str(original))
-
-
-def run_and_check(directory: Path, out: Path, grids: list) -> dict:
-    """`llava-eval run --model DIR --tasks pope,mme --limit 4`: it succeeds and records the backend, the template
-    and the grids; returns config.json."""
-    result = CliRunner().invoke(main, ["run", "--model", str(directory), "--tasks", "pope,mme", "--limit", "4",
-                                       "--out", str(out), "--no-progress", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())
-    assert config["backend"] == "llava-next" and config["template"] == "vicuna_v1"
-    assert config["grid_pinpoints"] == grids
-    assert config["image_processor"] == "LlavaNextImageProcessorPil" and config["strategy"] == "prefix-sharing"
-    for task in ("pope", "mme"):
-        rows = (out / task / "predictions.jsonl").read_text().splitlines()
-        assert len(rows) == 4 and {json.loads(r)["model_id"] for r in rows} == {str(directory)}
-    return config
 
 
 def test_a_run_evaluates_the_llava_hf_directory(hf_dir, tmp_path):

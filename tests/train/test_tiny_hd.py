@@ -44,22 +44,12 @@ def test_the_recipe_trains_both_stages_on_anyres_inputs(trained):
 
 
 def test_the_result_evaluates_and_answers_as_transformers_does(trained, tmp_path):
-    from llava_eval.data import load_docs
-    from llava_eval.runner import build_requests
     from llava_model.presets import NEXT_PRESETS
-    from llava_types import GenerationSettings
-    from tasks.registry import get_task
-    from tests.llava_eval.test_llava_next_backend import run_and_check
-    from tests.next_models import check_against_transformers
+    from tests.next_models import check_against_transformers, run_and_check, synthetic_requests
 
     result = trained / "stage2" / "final"
     run_and_check(result, tmp_path / "run", [list(g) for g in NEXT_PRESETS["tiny-hd"].grid_pinpoints])
-    requests = []
-    for name in ("pope", "mme"):
-        docs = load_docs(get_task(name), "synthetic", limit=4)
-        rows, _ = build_requests(get_task(name), docs, range(len(docs)), None)
-        requests += [dataclasses.replace(r, settings=GenerationSettings(max_new_tokens=24)) for r in rows]
-    check_against_transformers(result, requests)
+    check_against_transformers(result, synthetic_requests())
 
 
 def test_anyres_needs_a_llava_next_model():
