@@ -2,11 +2,16 @@
 process, on the same model and the same questions.
 
     python benchmarks/eval_throughput.py [--model tiny-shapes] [--questions 240] [--batch-size 16]
+    python benchmarks/eval_throughput.py --family next [--model tiny-next] [--max-new-tokens 8]
 
 (a) reference: batch size 1, the image encoded for every question, full prefill, transformers' generate
     (`LlavaEngine(bundle, batch_size=1)`, sorted batches of one: what `model_vqa_loader.py` does);
 (b) fast: `LlavaEngine(bundle, PrefixSharing())` (one vision pass and one prefix prefill per image, batched
     decode).
+`--family next` measures the same on a LLaVA-NeXT model (llava_model.next: anyres, each image's positions
+depend on its size; default the `tiny-next` preset, random weights at the 1.6 geometry: 336 px tiles, up to
+2,928 positions per image), where the prefix holds several times more image positions than LLaVA-1.5's 576.
+A random model never stops, so `--max-new-tokens` caps every answer (default: the task's cap).
 Workloads from the synthetic tasks: POPE-like (6 questions per image), VQAv2-like (3 per image), distinct
 images (VizWiz rows, 1 per image). Prints questions/s of each, the ratio b/a, the peak resident memory
 during each (sampled), and whether the answers are identical. Measured numbers only; they go to
@@ -16,6 +21,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import threading
 import time
@@ -54,7 +60,10 @@ def timed(engine, requests):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny-shapes")
+    parser.add_argument("--family", choices=("llava", "next"), default="llava",
+                        help="llava: LLaVA-1.5 (load_bundle); next: LLaVA-NeXT (load_next_bundle)")
+    parser.add_argument("--model", default=None, help="default: tiny-shapes (llava), tiny-next (next)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on every answer (default: the task's)")
     parser.add_argument("--questions", type=int, default=240, help="questions per workload")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -67,13 +76,19 @@ def main():
     from llava_eval.runner import build_requests
     from llava_eval.scheduling import PrefixSharing
     from llava_model.checkpoint import load_bundle
+    from llava_types import GenerationSettings
     from tasks.registry import get_task
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    bundle = load_bundle(args.model)
+    if args.family == "next":
+        from llava_model.next import load_next_bundle
+
+        bundle = load_next_bundle(args.model or "tiny-next")
+    else:
+        bundle = load_bundle(args.model or "tiny-shapes")
     print(f"model {bundle.source}; {torch.get_num_threads()} threads; {args.questions} questions per workload; "
-          f"{bundle.image_seq_length} image tokens")
+          f"{bundle.image_seq_length} image tokens ({bundle.vision.name}: per image, plus its grid for anyres)")
     print(f"{'workload':22} {'images':>6} {'ref q/s':>8} {'fast q/s':>9} {'ratio':>6} {'ref peak MB':>12} "
           f"{'fast peak MB':>13}  identical")
     for label, task_name in WORKLOADS.items():
@@ -81,6 +96,9 @@ def main():
         docs = load_docs(task, "synthetic", limit=args.questions)
         requests, errors = build_requests(task, docs, range(len(docs)), None)
         assert not errors, errors
+        if args.max_new_tokens:
+            requests = [dataclasses.replace(r, settings=GenerationSettings(max_new_tokens=args.max_new_tokens))
+                        for r in requests]
         images = len({hashlib.sha256(r.images[0].tobytes()).hexdigest() for r in requests})
         fast = LlavaEngine(bundle, PrefixSharing(), batch_size=args.batch_size)
         fast.generate_tokens(requests[:4])  # warm-up (kernel planning) for both paths

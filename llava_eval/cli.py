@@ -170,11 +170,17 @@ def submit(run_dir, task_name, out_file, data, extra_items):
 
 @main.command()
 def presets():
-    """List the model presets."""
-    from llava_model.presets import PRESETS
+    """List the model presets (backend, template, image preprocessing) and the checkpoints each backend loads."""
+    from llava_model.presets import NEXT_PRESETS, PRESETS
 
-    for preset in PRESETS.values():
-        click.echo(f"{preset.name:24} {preset.description}")
+    from .backends.registry import BACKENDS
+
+    click.echo(f"{'preset':24} {'backend':10} {'template':10} {'images':7} description")
+    for backend, table in (("llava", PRESETS), ("llava-next", NEXT_PRESETS)):
+        for preset in table.values():
+            click.echo(f"{preset.name:24} {backend:10} {preset.template:10} {preset.image_mode:7} {preset.description}")
+    for entry in BACKENDS.values():
+        click.echo(f"backend {entry.architectures}")
 
 
 for command in (leaderboard, compare, agree, report, judge):

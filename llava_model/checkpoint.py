@@ -27,8 +27,10 @@ from .checkpoint_files import (
     read_weights,
     refuse_remote_code,
 )
+from .config import is_next_config
 from .conversation import TEMPLATES, Template, get_template
 from .errors import CheckpointError, UserError
+from .images import SQUARE_IMAGES, VisionInputs
 from .preprocess import IMAGE_MODES, clip_image_processor
 from .vision_tower import tower_dir, vision_tower_weights
 
@@ -47,6 +49,7 @@ class LlavaBundle:
     template: Template
     image_mode: str
     source: str
+    vision: VisionInputs = SQUARE_IMAGES  # how images become pixels, prompt positions and features
 
     @property
     def image_token_id(self) -> int:
@@ -111,6 +114,9 @@ def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = Non
     if path.is_dir():
         refuse_remote_code(path)
         config = read_json_object(path / "config.json")
+        if is_next_config(config):
+            raise CheckpointError(f"{path} is a LLaVA-NeXT checkpoint (anyres images); load it with the llava-next "
+                                  f"backend (--model llava-next:{path})")
         if _is_original(config):
             bundle = _load_original(path, config, vision_tower, torch_dtype)
         else:
@@ -126,6 +132,11 @@ def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = Non
         bundle.template = override
     if image_mode:
         bundle.image_mode = image_mode
+    return place(bundle, device)
+
+
+def place(bundle: LlavaBundle, device: str) -> LlavaBundle:
+    """The loaded bundle on `device`, in eval mode, decoding only as the protocol says."""
     bundle.model.to(device).eval()
     # Reference: protocol 1.5: greedy, one beam, no penalty. transformers' `generate` fills every setting a call
     # leaves at its default from the model's own generation config, so a checkpoint's generation_config.json

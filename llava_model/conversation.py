@@ -1,8 +1,8 @@
-"""Conversation templates of LLaVA-1.5 as immutable values, and the one renderer that the harness
-(generation prompts) and the trainer (training strings) share.
+"""Conversation templates of LLaVA-1.5 and LLaVA-NeXT (1.6) as immutable values, and the one renderer that
+the harness (generation prompts) and the trainer (training strings) share.
 
-Reference: haotian-liu/LLaVA `llava/conversation.py` (`conv_vicuna_v1`, `conv_llava_v1`,
-`conv_llava_plain`, `Conversation.get_prompt` for separator styles TWO and PLAIN).
+Reference: haotian-liu/LLaVA `llava/conversation.py` (`conv_vicuna_v1`, `conv_llava_v1`, `conv_llava_plain`,
+`conv_mistral_instruct`, `conv_chatml_direct`; `Conversation.get_prompt` for the styles TWO, PLAIN, LLAMA_2, MPT).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from .errors import TemplateError
 class Template:
     """A conversation format: system prompt, role names and the two separators.
 
-    `style` is `two` (vicuna: `sep` after user turns, `sep2` after assistant turns) or `plain`
-    (stage-1 pretraining: messages joined by `sep`, no system prompt and no role names).
+    `style` is `two` (vicuna: `sep` after user turns, `sep2` after assistant turns), `plain` (stage-1
+    pretraining: messages joined by `sep`, no system prompt and no role names), `llama_2` (`[INST] ... [/INST]`
+    user turns, the system prompt wrapped in `<<SYS>>` inside the first) or `mpt` (ChatML: each turn is its
+    role string, its text and `sep`; the roles carry the `<|im_start|>` markers).
     """
 
     name: str
@@ -57,13 +59,32 @@ LLAVA_V1 = Template(
 # Reference: llava/conversation.py `conv_llava_plain` (stage-1 feature alignment).
 PLAIN = Template(name="plain", system="", roles=("", ""), style="plain", sep="\n", sep2=None)
 
+# Reference: llava/conversation.py `conv_mistral_instruct` (`--conv-mode mistral_instruct`, the template of
+# llava-v1.6-mistral-7b: no system prompt, SeparatorStyle.LLAMA_2 with sep "" and sep2 "</s>").
+MISTRAL_INSTRUCT = Template(name="mistral_instruct", system="", roles=("USER", "ASSISTANT"), style="llama_2", sep="",
+                            sep2="</s>")
+
+# Reference: llava/conversation.py `conv_chatml_direct` (`--conv-mode chatml_direct`, the template of
+# llava-v1.6-34b on Nous-Hermes-2-Yi-34B: SeparatorStyle.MPT, sep "<|im_end|>", no newline between turns).
+CHATML_DIRECT = Template(
+    name="chatml_direct",
+    system="<|im_start|>system\nAnswer the questions.",
+    roles=("<|im_start|>user\n", "<|im_start|>assistant\n"),
+    style="mpt",
+    sep="<|im_end|>",
+)
+
+# The LLaVA-1.5 templates; the trainer encodes these (its label masking is the TWO and PLAIN styles').
 TEMPLATES: dict[str, Template] = {t.name: t for t in (VICUNA_V1, LLAVA_V1, PLAIN)}
+# Templates the harness also prompts with: the LLaVA-NeXT releases' own (evaluation only).
+NEXT_TEMPLATES: dict[str, Template] = {t.name: t for t in (MISTRAL_INSTRUCT, CHATML_DIRECT)}
+ALL_TEMPLATES: dict[str, Template] = TEMPLATES | NEXT_TEMPLATES
 
 
 def get_template(name: str) -> Template:
-    if not isinstance(name, str) or name not in TEMPLATES:
-        raise TemplateError(f"unknown conversation template {name!r}; valid: {', '.join(sorted(TEMPLATES))}")
-    return TEMPLATES[name]
+    if not isinstance(name, str) or name not in ALL_TEMPLATES:
+        raise TemplateError(f"unknown conversation template {name!r}; valid: {', '.join(sorted(ALL_TEMPLATES))}")
+    return ALL_TEMPLATES[name]
 
 
 def move_image_to_front(text: str) -> str:
@@ -109,7 +130,31 @@ def render(template: Template, messages: tuple[Message, ...] | list[Message], ad
                 sep = template.sep if i % 2 == 0 else (template.sep2 or "")
                 out += text + sep
         return out
+    if template.style == "llama_2":
+        return _render_llama_2(template, turns)
+    if template.style == "mpt":
+        # Reference: Conversation.get_prompt, SeparatorStyle.MPT (an empty turn adds its role alone).
+        out = template.system + template.sep
+        for role, text in turns:
+            name = template.roles[0 if role == USER else 1]
+            out += name + text + template.sep if text else name
+        return out
     raise ValueError(f"unknown separator style {template.style!r}")
+
+
+def _render_llama_2(template: Template, turns: list[tuple[str, str]]) -> str:
+    """Reference: Conversation.get_prompt, SeparatorStyle.LLAMA_2: the system prompt (when set) wrapped in
+    `<<SYS>>` in front of the first user text, user turns as `sep[INST] text [/INST]`, assistant turns as
+    ` text sep2`, an empty turn adds nothing, and `sep`'s characters stripped from the left at the end
+    (`str.lstrip`, as the original)."""
+    out = ""
+    for i, (role, text) in enumerate(turns):
+        if not text:
+            continue
+        if i == 0 and template.system:
+            text = f"<<SYS>>\n{template.system}\n<</SYS>>\n\n{text}"
+        out += f"{template.sep}[INST] {text} [/INST]" if role == USER else f" {text} {template.sep2}"
+    return out.lstrip(template.sep)
 
 
 def eval_messages(question: str, has_image: bool) -> tuple[Message, ...]:

@@ -20,11 +20,14 @@ SAMPLES = 64  # byte samples per weight file in checkpoint_files_fingerprint (wi
 def model_fingerprint(bundle, samples_per_tensor: int = 4096) -> str:
     """Fingerprint of everything about a loaded model that can change an answer: every tensor's name,
     dtype, shape and an evenly strided sample of its values, the vocabulary, the template and the image
-    preprocessing. Cheap for a 13B model (a few thousand values per tensor), yet any retraining or
-    conversion change shows."""
+    preprocessing (with LLaVA-NeXT's grids). Cheap for a 13B model (a few thousand values per tensor), yet
+    any retraining or conversion change shows."""
     h = hashlib.sha256()
     hash_weights(h, bundle.model, samples_per_tensor)
     h.update(digest(*vocabulary(bundle.tokenizer), bundle.template.name, bundle.image_mode).encode())
+    vision = bundle.vision.describe()  # empty for LLaVA-1.5, whose fingerprints stay as they were
+    if vision:
+        h.update(digest(vision).encode())
     return h.hexdigest()[:16]
 
 

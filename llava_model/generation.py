@@ -13,8 +13,8 @@ from llava_types import Request
 from .checkpoint import LlavaBundle
 from .conversation import render
 from .errors import UserError
-from .model import embed_inputs, image_features
-from .preprocess import load_image, preprocess
+from .model import embed_inputs
+from .preprocess import load_image
 from .tokenization import count_images, tokenize_prompt
 
 
@@ -27,19 +27,26 @@ def prompt_text(bundle: LlavaBundle, request: Request) -> str:
     return render(bundle.template, request.messages, add_generation_prompt=True)
 
 
-def encode(bundle: LlavaBundle, request: Request, pixel_values: torch.Tensor | None = None):
+def encode(bundle: LlavaBundle, request: Request, pixel_values=None):
     """(prompt token ids, preprocessed images) of a request; `pixel_values` reuses another request's
-    identical image instead of preprocessing it again."""
+    identical image instead of preprocessing it again. Each image takes the positions its family gives it."""
     prompt = prompt_text(bundle, request)
     n = count_images(prompt)
     if n != len(request.images):
         raise UserError(f"request {request.doc_id!r}: prompt has {n} <image> placeholders but "
                         f"{len(request.images)} images were given")
-    ids = tokenize_prompt(prompt, bundle.tokenizer, bundle.image_token_id, bundle.image_seq_length)
     if request.images and pixel_values is None:
         images = [load_image(src) for src in request.images]
-        pixel_values = preprocess(images, bundle.image_processor, request.image_mode or bundle.image_mode)
+        pixel_values = bundle.vision.preprocess(bundle, images, request.image_mode or bundle.image_mode)
+    counts = bundle.vision.token_counts(bundle, pixel_values) if request.images else []
+    ids = tokenize_prompt(prompt, bundle.tokenizer, bundle.image_token_id, counts)
     return ids, pixel_values
+
+
+def batch_features(bundle: LlavaBundle, pixel_values: list):
+    """Features of several requests' images (None entries: requests without one), in order; None if none."""
+    pixels = [p for p in pixel_values if p is not None]
+    return bundle.vision.features(bundle.model, bundle.vision.collate(pixels)) if pixels else None
 
 
 def _cut(tokens: list[int], cap: int, eos_id: int) -> list[int]:
@@ -62,8 +69,7 @@ def generate_padded(bundle: LlavaBundle, prompts: list[list[int]], pixel_values:
     for row, prompt in enumerate(prompts):
         ids[row, width - len(prompt):] = torch.tensor(prompt)
         mask[row, width - len(prompt):] = 1
-    pixels = [p for p in pixel_values if p is not None]
-    embeds = embed_inputs(model, ids.to(device), torch.cat(pixels).to(device) if pixels else None)
+    embeds = embed_inputs(model, ids.to(device), features=batch_features(bundle, pixel_values))
     config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max(caps), eos_token_id=tok.eos_token_id,
                               pad_token_id=pad, bos_token_id=tok.bos_token_id)
     new_tokens = model.generate(inputs_embeds=embeds, attention_mask=mask.to(device), generation_config=config)
@@ -76,7 +82,7 @@ def prefill_prefixes(bundle: LlavaBundle, prefixes: list[list[int]], pixel_value
     pass, prefilled in one forward pass without padding), its rows then repeated so that cache row i holds
     prefix `owners[i]`."""
     model, device = bundle.model, bundle.device
-    features = image_features(model, torch.cat(pixel_values).to(device))
+    features = batch_features(bundle, pixel_values)
     ids = torch.tensor(prefixes, device=device)
     embeds = embed_inputs(model, ids, features=features)
     positions = torch.arange(ids.shape[1], device=device)[None].expand(len(prefixes), -1)

@@ -5,10 +5,12 @@ Reference: haotian-liu/LLaVA `llava/mm_utils.py` `tokenizer_image_token`: the pr
 SentencePiece sequence with its own dummy-prefix space), the BOS is kept only from the first chunk and
 the first token of every later chunk is dropped, and chunks are joined by the image index.
 transformers' Llava wants the placeholder pre-expanded, so each image becomes `image_seq_length` copies
-of `image_token_id` instead of the original single -200.
+of `image_token_id` instead of the original single -200 (LLaVA-NeXT: a count per image, from its size).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from llava_types import IMAGE_PLACEHOLDER
 
@@ -31,7 +33,9 @@ def dummy_prefix(tokenizer) -> str:
     return pre.replacement if pre.prepend_scheme in ("first", "always") else ""
 
 
-def tokenize_prompt(prompt: str, tokenizer, image_token_id: int, image_seq_length: int) -> list[int]:
+def tokenize_prompt(prompt: str, tokenizer, image_token_id: int, image_seq_length: int | Sequence[int]) -> list[int]:
+    """Token ids of `prompt`, each `<image>` expanded to `image_seq_length` image-token ids (one count for
+    every image, or the count of each image in order)."""
     marker = dummy_prefix(tokenizer)
     chunks = [tokenizer(marker + chunk if marker and chunk.startswith((" ", marker)) else chunk).input_ids
               for chunk in prompt.split(IMAGE_PLACEHOLDER)]
@@ -41,9 +45,12 @@ def tokenize_prompt(prompt: str, tokenizer, image_token_id: int, image_seq_lengt
     offset = 1 if chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id else 0
     if offset:
         ids.append(chunks[0][0])
+    counts = [image_seq_length] * (len(chunks) - 1) if isinstance(image_seq_length, int) else list(image_seq_length)
+    if len(counts) != len(chunks) - 1:
+        raise ValueError(f"{len(chunks) - 1} <image> placeholders but {len(counts)} image token counts")
     for i, chunk in enumerate(chunks):
         if i > 0:
-            ids.extend([image_token_id] * image_seq_length)
+            ids.extend([image_token_id] * counts[i - 1])
         ids.extend(chunk[offset:])
     return ids
 

@@ -1,7 +1,7 @@
 """Which parts of LLaVA train in which stage: stage 1 (feature alignment) trains the projector only;
-stage 2 (visual instruction tuning) the projector and the whole LLM. The CLIP tower stays frozen in
-both unless asked otherwise. Works on transformers' `LlavaForConditionalGeneration` and on a
-peft (LoRA) wrapper of it.
+stage 2 (visual instruction tuning) the projector and the whole LLM (and LLaVA-NeXT's image_newline). The
+CLIP tower stays frozen in both unless asked otherwise. Works on transformers' `LlavaForConditionalGeneration`
+(and `LlavaNextForConditionalGeneration`) and on a peft (LoRA) wrapper of it.
 """
 
 from __future__ import annotations
@@ -63,7 +63,21 @@ def freeze_for_stage(model: nn.Module, stage: int, unfreeze_vision: bool = False
             log(f"{name}: Trainable ({n_total:,} params)")
         else:
             log(f"{name}: Trainable ({n_train:,} of {n_total:,} params)")
+    newline = _image_newline(model)
+    if newline is not None:
+        # Reference: train.py: stage 1 unfreezes mm_projector alone; in stage 2 every parameter of the LLaVA model
+        # outside the tower trains, LLaVA-NeXT's image_newline included (LoRA trains adapters and the projector).
+        newline.requires_grad_(stage == 2 and not is_peft)
+        result["image_newline"] = newline.requires_grad
+        log(f"image_newline: {'Trainable' if newline.requires_grad else 'Frozen'} ({_numel(newline):,} params)")
     return result
+
+
+def _image_newline(model: nn.Module):
+    """LLaVA-NeXT's row-end vector (None for LLaVA-1.5), looking through a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "peft_config") and hasattr(model, "get_base_model") else model
+    newline = getattr(base.model, "image_newline", None)
+    return newline if isinstance(newline, nn.Parameter) else None
 
 
 def _trains_when_wanted(component: str, param_name: str, is_peft: bool) -> bool:

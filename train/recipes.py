@@ -19,7 +19,7 @@ from llava_types import UserError
 RECIPE_DIR = Path(__file__).parent / "recipes"
 DEEPSPEED_DIR = Path(__file__).parent / "configs"
 
-IMAGE_MODES = ("crop", "pad")
+IMAGE_MODES = ("crop", "pad", "anyres")
 DEEPSPEED_CONFIGS = ("zero2", "zero3")
 
 
@@ -39,7 +39,8 @@ class StageRecipe:
     stage: int  # 1 = feature alignment (projector only), 2 = visual instruction tuning (projector + LLM)
     template: str  # the samples' conversation template, recorded in the result: "plain" (stage 1, the original's
     # --version plain), "vicuna_v1" (stage 2, --version v1) or "llava_v1"
-    image_mode: str  # "crop" (resize + center crop, the original's "square") or "pad" (expand to square first)
+    image_mode: str  # "crop" (resize + center crop, the original's "square"), "pad" (expand to square first) or
+    # "anyres" (LLaVA-NeXT's grid of tiles + the whole image: the tiny-hd recipe)
     data_path: str  # LLaVA JSON/JSONL file, or "synthetic:stage1" / "synthetic:stage2" (the trainer generates it)
     image_folder: str | None  # folder the samples' "image" paths are relative to (None for synthetic data)
     model_init: str  # LLM to start from: HF id or local path (the stage-1 projector is chained in), or a preset name

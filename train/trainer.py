@@ -22,8 +22,9 @@ from torch import nn
 
 from llava_model.checkpoint import LlavaBundle, load_bundle, save_bundle
 from llava_model.conversation import get_template
+from llava_model.images import SQUARE_IMAGES, VisionInputs
 from llava_model.model import apply_projector_type, build_llava, embed_inputs, image_features, projector_type
-from llava_model.preprocess import load_image, preprocess
+from llava_model.preprocess import load_image
 from llava_types import UserError
 
 from .masking import IGNORE_INDEX, encode_plain, encode_v1
@@ -47,23 +48,27 @@ class ConversationDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.samples)
 
-    def encode(self, sample):
+    def encode(self, sample, image_tokens: int | None = None):
+        """The sample's ids and labels, its image taking `image_tokens` positions (default: the model's
+        `image_seq_length`; LLaVA-NeXT's count depends on the image)."""
         b = self.bundle
+        count = b.image_seq_length if image_tokens is None else image_tokens
         # Reference: train.py preprocess(): preprocess_plain for a PLAIN-style template, else preprocess_v1.
         if b.template.style == "plain":
-            return encode_plain(sample.turns, b.tokenizer, b.image_token_id, b.image_seq_length, self.max_length)
-        return encode_v1(sample.turns, sample.image is not None, b.tokenizer, b.template, b.image_token_id,
-                         b.image_seq_length, self.max_length)
+            return encode_plain(sample.turns, b.tokenizer, b.image_token_id, count, self.max_length)
+        return encode_v1(sample.turns, sample.image is not None, b.tokenizer, b.template, b.image_token_id, count,
+                         self.max_length)
 
     def __getitem__(self, index):
-        sample = self.samples[index]
-        enc = self.encode(sample)
-        if enc.mismatch and not self.allow_mismatch:
-            raise MaskingError(f"sample {sample.id}: tokenization mismatch {enc.mismatch[0]} vs {enc.mismatch[1]}")
-        pixels = None
+        sample, b = self.samples[index], self.bundle
+        pixels, count = None, None
         if sample.image is not None:
             image = load_image(self.image_folder / sample.image)
-            pixels = preprocess([image], self.bundle.image_processor, self.bundle.image_mode)[0]
+            pixels = b.vision.preprocess(b, [image], b.image_mode)
+            [count] = b.vision.token_counts(b, pixels)
+        enc = self.encode(sample, count)
+        if enc.mismatch and not self.allow_mismatch:
+            raise MaskingError(f"sample {sample.id}: tokenization mismatch {enc.mismatch[0]} vs {enc.mismatch[1]}")
         return {"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels), "pixel_values": pixels}
 
 
@@ -76,8 +81,8 @@ class Collator:
     """Reference: DataCollatorForSupervisedDataset: right padding, labels padded with -100, attention
     mask from the padding; the images of the batch's image samples stacked in order."""
 
-    def __init__(self, pad_id: int, max_length: int, pad_to_multiple_of: int = 1):
-        self.pad_id, self.max_length, self.multiple = pad_id, max_length, pad_to_multiple_of
+    def __init__(self, pad_id: int, max_length: int, pad_to_multiple_of: int = 1, vision: VisionInputs = SQUARE_IMAGES):
+        self.pad_id, self.max_length, self.multiple, self.vision = pad_id, max_length, pad_to_multiple_of, vision
 
     def __call__(self, items):
         longest = max(len(it["input_ids"]) for it in items)
@@ -93,16 +98,17 @@ class Collator:
         pixels = [it["pixel_values"] for it in items if it["pixel_values"] is not None]
         batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
         if pixels:
-            batch["pixel_values"] = torch.stack(pixels)
+            batch["pixel_values"] = self.vision.collate(pixels)
         return batch
 
 
 class LlavaTrainModule(nn.Module):
     """The LLaVA model with the image splice inside `forward`, so DDP and DeepSpeed see one module."""
 
-    def __init__(self, model):
+    def __init__(self, model, vision: VisionInputs = SQUARE_IMAGES):
         super().__init__()
         self.model = model
+        self.vision = vision
         # The LLaVA model under a peft wrapper, kept unregistered so its parameters are not listed twice.
         object.__setattr__(self, "_llava", model.get_base_model() if hasattr(model, "get_base_model") else model)
 
@@ -111,7 +117,8 @@ class LlavaTrainModule(nn.Module):
         return self.model.config
 
     def forward(self, input_ids, labels, attention_mask, pixel_values=None):
-        embeds = embed_inputs(self._llava, input_ids, pixel_values)
+        features = None if pixel_values is None else self.vision.features(self._llava, pixel_values)
+        embeds = embed_inputs(self._llava, input_ids, features=features)
         if pixel_values is None:
             # Reference: train.py feeds a zero image to text-only batches; running the tower keeps every
             # rank's graph the same under ZeRO-3 (its output contributes nothing).
@@ -129,10 +136,20 @@ def init_bundle(recipe, device: str = "cpu") -> LlavaBundle:
     """The starting model of a stage, with the recipe's projector, template and image mode: a preset
     (`tiny`, seeded), a llava checkpoint directory, or an LLM directory (Vicuna) plus the CLIP tower
     (`vision_tower`) with a fresh projector, as the original."""
-    from llava_model.presets import PRESETS
+    from llava_model.presets import NEXT_PRESETS, PRESETS
 
     init = recipe.model_init
-    if init in PRESETS or (Path(init) / "llava_eval.json").is_file() or _is_llava_dir(Path(init)):
+    next_model = init in NEXT_PRESETS or _is_llava_dir(Path(init), "llava_next")
+    if (recipe.image_mode == "anyres") != next_model:
+        raise UserError(f"image_mode {recipe.image_mode!r} does not fit model_init {init!r}: anyres is for the "
+                        "LLaVA-NeXT machinery (presets tiny-hd, ...), pad and crop for LLaVA-1.5")
+    if next_model:
+        from llava_model.next import load_next_bundle
+
+        if recipe.projector != "mlp2x_gelu":
+            raise UserError(f"model_init {init!r} is a LLaVA-NeXT model: its projector is mlp2x_gelu")
+        bundle = load_next_bundle(init, device=device, dtype="float32", seed=recipe.seed)
+    elif init in PRESETS or (Path(init) / "llava_eval.json").is_file() or _is_llava_dir(Path(init)):
         bundle = load_bundle(init, device=device, dtype="float32", seed=recipe.seed)
         _use_projector(bundle, recipe, fresh=init in PRESETS)
     else:
@@ -157,11 +174,11 @@ def _use_projector(bundle: LlavaBundle, recipe, fresh: bool) -> None:
         bundle.model.to(bundle.device)
 
 
-def _is_llava_dir(path: Path) -> bool:
+def _is_llava_dir(path: Path, model_type: str = "llava") -> bool:
     from llava_model.checkpoint_files import read_json_object
 
     config = path / "config.json"
-    return config.is_file() and read_json_object(config).get("model_type") == "llava"
+    return config.is_file() and read_json_object(config).get("model_type") == model_type
 
 
 def _from_llm_and_tower(llm_dir: Path, tower: str | None, seed: int, *, projector: str = "mlp2x_gelu",
@@ -342,9 +359,10 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
         model = apply_lora(model, recipe.lora)
     from .data import modality_lengths
 
-    module = LlavaTrainModule(model)
+    module = LlavaTrainModule(model, bundle.vision)
     args = training_arguments(recipe, out_dir, max_steps, deepspeed)
-    collator = Collator(bundle.tokenizer.pad_token_id or 0, recipe.max_length, recipe.pad_to_multiple_of)
+    collator = Collator(bundle.tokenizer.pad_token_id or 0, recipe.max_length, recipe.pad_to_multiple_of,
+                        bundle.vision)
     trainer = make_trainer(module, args, dataset, collator, recipe, modality_lengths(samples))
     checkpoints = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     resumed_from = checkpoints[-1].name if resume and checkpoints else None

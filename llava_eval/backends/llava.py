@@ -6,6 +6,7 @@ scheduling `--engine` picks. Prompts are the paper's (the checkpoint's own LLaVA
 from __future__ import annotations
 
 from llava_model.checkpoint import BUILTIN_CHECKPOINTS, LlavaBundle, load_bundle
+from llava_model.config import is_next_config
 from llava_model.fingerprint import device_record, model_fingerprint
 from llava_model.presets import PRESETS
 from llava_types import Request
@@ -18,10 +19,12 @@ NAME = "llava"
 
 
 class LlavaBackend:
-    """`Backend` over a loaded bundle and the engine that answers for it."""
+    """`Backend` over a loaded bundle and the engine that answers for it; `name` and `details` are what
+    config.json records beyond the device and the scheduling (the llava-next backend's, its template and
+    anyres settings)."""
 
-    def __init__(self, bundle: LlavaBundle, engine: LlavaEngine):
-        self.bundle, self.engine = bundle, engine
+    def __init__(self, bundle: LlavaBundle, engine: LlavaEngine, name: str = NAME, details: dict | None = None):
+        self.bundle, self.engine, self.name, self.details = bundle, engine, name, details or {}
         self.source = bundle.source
         self.chunk_size = engine.chunk_size
 
@@ -35,8 +38,8 @@ class LlavaBackend:
         return model_fingerprint(self.bundle)
 
     def record(self) -> dict:
-        return device_record(self.bundle) | {"backend": NAME, "strategy": self.engine.strategy.name,
-                                             "prompt_mode": "paper"}
+        return device_record(self.bundle) | {"backend": self.name, "strategy": self.engine.strategy.name,
+                                             "prompt_mode": "paper"} | self.details
 
 
 def open_llava(model: str, options: BackendOptions) -> LlavaBackend:
@@ -47,8 +50,10 @@ def open_llava(model: str, options: BackendOptions) -> LlavaBackend:
 
 
 def claims(config: dict) -> bool:
-    """A llava-hf config (model_type llava) or an original LLaVA one (LlavaLlama* architectures, mm_* fields);
-    load_bundle checks the rest."""
+    """A llava-hf config (model_type llava) or an original LLaVA one (LlavaLlama* architectures, mm_* fields)
+    that is not LLaVA-NeXT's; load_bundle checks the rest."""
+    if is_next_config(config):
+        return False
     archs = config.get("architectures")
     archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
     return (config.get("model_type") in ("llava", "llava_llama") or "mm_vision_tower" in config

@@ -18,11 +18,12 @@ from llava_model.checkpoint_files import checkpoint_config
 from llava_model.errors import CheckpointError
 from llava_types import Backend, UserError
 
-from . import llava, served, transformers_vlm, vllm_engine
+from . import llava, llava_next, served, transformers_vlm, vllm_engine
 from .entry import BackendEntry, BackendOptions
 
 BACKENDS: dict[str, BackendEntry] = {
     llava.NAME: llava.ENTRY,
+    llava_next.NAME: llava_next.ENTRY,
     transformers_vlm.NAME: transformers_vlm.ENTRY,
     served.NAME: served.ENTRY,
     vllm_engine.NAME: vllm_engine.ENTRY,

@@ -76,13 +76,15 @@ def test_a_directory_with_its_own_code_is_refused_before_its_architecture_is_rea
 def test_an_unknown_name_lists_the_valid_names_and_backends():
     with pytest.raises(UserError, match="unknown model 'llava-v9'") as error:
         resolve("llava-v9")
-    for name in ("tiny-shapes", "tiny", "llava-v1.5-7b", "BACKEND:MODEL", "(llava, transformers, served, vllm)"):
+    for name in ("tiny-shapes", "tiny", "llava-v1.5-7b", "tiny-hd", "BACKEND:MODEL",
+                 "(llava, llava-next, transformers, served, vllm)"):
         assert name in str(error.value)
 
 
 @pytest.mark.parametrize("model,fragment", [
     ("remote:gpt-4o",
-     "unknown backend 'remote' in --model 'remote:gpt-4o'; registered backends: llava, transformers, served, vllm"),
+     "unknown backend 'remote' in --model 'remote:gpt-4o'; registered backends: llava, llava-next, transformers, "
+     "served, vllm"),
     ("llava:", "no model after the colon"),
     ("", "--model is empty"),
     ("runs/missing-checkpoint", "is not a checkpoint directory"),

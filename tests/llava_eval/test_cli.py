@@ -74,3 +74,11 @@ def test_presets_lists_all():
     assert result.exit_code == 0
     for name in ("llava-v1.5-7b", "llava-v1.5-13b", "llava-v1.5-7b-linear", "llava-v1.5-7b-224", "tiny"):
         assert name in result.output
+
+
+def test_presets_lists_each_family_with_template_and_image_preprocessing():
+    lines = run("presets").output.splitlines()
+    rows = {line.split()[0]: line.split()[1:4] for line in lines if not line.startswith(("preset ", "backend "))}
+    assert rows["tiny"] == ["llava", "vicuna_v1", "pad"]
+    assert rows["llava-v1.5-13b-hd"] == rows["tiny-hd"] == ["llava-next", "vicuna_v1", "anyres"]
+    assert any(line.startswith("backend llava-next (model_type llava_next") for line in lines)

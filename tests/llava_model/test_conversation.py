@@ -190,7 +190,8 @@ def test_generation_prompt_after_assistant_turn_is_rejected():
 
 
 def test_unknown_style_is_rejected():
-    bogus = dataclasses.replace(VICUNA_V1, name="bogus", style="llama_2")
+    # The original's SINGLE style, which no template here uses.
+    bogus = dataclasses.replace(VICUNA_V1, name="bogus", style="single")
     with pytest.raises(ValueError):
         render(bogus, [user("Q")], add_generation_prompt=True)
 
@@ -228,3 +229,47 @@ def test_eval_messages_shape():
 )
 def test_move_image_to_front(text, expected):
     assert move_image_to_front(text) == expected
+
+
+# --- LLaVA-NeXT templates (mistral_instruct: SeparatorStyle.LLAMA_2, chatml_direct: SeparatorStyle.MPT) ----------
+
+
+def test_mistral_instruct_eval_prompt_golden():
+    prompt = render(get_template("mistral_instruct"), eval_messages("What is shown?", True), add_generation_prompt=True)
+    assert prompt == "[INST] <image>\nWhat is shown? [/INST]"
+
+
+def test_mistral_instruct_multi_turn_golden_and_eval_prompt_is_a_prefix():
+    history = [user("<image>\nQ1"), assistant("A1"), user("Q2")]
+    template = get_template("mistral_instruct")
+    prompt = render(template, history, add_generation_prompt=True)
+    assert prompt == "[INST] <image>\nQ1 [/INST] A1 </s>[INST] Q2 [/INST]"
+    assert render(template, [*history, assistant("A2")], add_generation_prompt=False) == prompt + " A2 </s>"
+
+
+def test_llama_2_style_wraps_the_system_prompt_and_strips_the_separator_characters_on_the_left():
+    # conv_llava_llama_2's shape: sep "<s>" is stripped from the left with str.lstrip (a set of characters).
+    llama_2 = dataclasses.replace(get_template("mistral_instruct"), name="llama_2_like", system="Be brief.", sep="<s>")
+    assert render(llama_2, [user("Q1"), assistant("A1"), user("Q2")], add_generation_prompt=True) == (
+        "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nQ1 [/INST] A1 </s><s>[INST] Q2 [/INST]")
+
+
+def test_chatml_direct_eval_prompt_golden():
+    prompt = render(get_template("chatml_direct"), eval_messages("What is shown?", True), add_generation_prompt=True)
+    assert prompt == ("<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\nWhat is shown?"
+                      "<|im_end|><|im_start|>assistant\n")
+
+
+def test_chatml_direct_training_string_extends_the_eval_prompt():
+    template = get_template("chatml_direct")
+    prompt = render(template, eval_messages("Q?", True), add_generation_prompt=True)
+    training = render(template, [*eval_messages("Q?", True), assistant("Blue")], add_generation_prompt=False)
+    assert training == prompt + "Blue<|im_end|>"
+
+
+def test_next_templates_are_looked_up_but_not_trainable():
+    from llava_model.conversation import ALL_TEMPLATES, NEXT_TEMPLATES
+
+    assert set(NEXT_TEMPLATES) == {"mistral_instruct", "chatml_direct"}
+    assert ALL_TEMPLATES == TEMPLATES | NEXT_TEMPLATES and not set(TEMPLATES) & set(NEXT_TEMPLATES)
+    assert get_template("chatml_direct").style == "mpt" and get_template("mistral_instruct").style == "llama_2"

@@ -132,6 +132,16 @@ def test_two_images(llama_tokenizer, sp):
     assert ids == reference_ids(prompt, sp)
 
 
+def test_each_image_takes_its_own_count(llama_tokenizer, sp):
+    # LLaVA-NeXT: an image's positions depend on its size.
+    prompt = "USER: <image>\nleft <image>\nright ASSISTANT:"
+    ids = tokenize_prompt(prompt, llama_tokenizer, IMG, [3, 5])
+    assert ids == [BOS, *sp.encode("USER: "), *([IMG] * 3), *sp.encode("\nleft "), *([IMG] * 5),
+                   *sp.encode("\nright ASSISTANT:")]
+    with pytest.raises(ValueError, match="2 <image> placeholders but 1 image token counts"):
+        tokenize_prompt(prompt, llama_tokenizer, IMG, [3])
+
+
 def test_image_at_start_and_end(llama_tokenizer, sp):
     # Empty first chunk: the tokenizer still gives [BOS], which is kept.
     assert tokenize_prompt("<image>\nhi", llama_tokenizer, IMG, N) == [BOS, *([IMG] * N), *sp.encode("\nhi")]

@@ -23,7 +23,7 @@ PAPER = ["llava-v1.5-7b", "llava-v1.5-13b", "llava-v1.5-7b-lora", "llava-v1.5-13
 
 
 def test_bundled_recipes():
-    assert recipe_names() == sorted([*PAPER, "tiny-shapes"])
+    assert recipe_names() == sorted([*PAPER, "tiny-shapes", "tiny-hd"])
     for name in recipe_names():
         recipe = read_recipe(name)
         assert recipe.name == name and recipe.description
