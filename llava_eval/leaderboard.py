@@ -53,7 +53,7 @@ def run_row(run_dir: Path) -> dict:
     row: dict = {"Method": config.get("model"), "date": (config.get("started") or "")[:10],
                  "commit": config.get("git_commit"), "data": config.get("data"), "limit": config.get("limit"),
                  "task_versions": ";".join(f"{k}:{v}" for k, v in sorted(config.get("tasks", {}).items())),
-                 "source": str(run)}
+                 "prompts": prompts_label(config), "source": str(run)}
     used, judges, marked = [], [], []
     for column, candidates, metric in COLUMNS:
         row[column] = None
@@ -70,6 +70,12 @@ def run_row(run_dir: Path) -> dict:
                 break
     row.update(columns_from=";".join(used), judges=";".join(judges), non_protocol_judge=";".join(marked))
     return row
+
+
+def prompts_label(config: dict) -> str:
+    """How a run prompted its model: the paper's template byte for byte (LLaVA-family backends), or the paper's
+    question text and suffixes through the model's own chat template or documented format (other families)."""
+    return "paper prompts, model template" if config.get("prompt_mode") == "model template" else "paper"
 
 
 def _protocol_model(task: str, metrics: dict) -> str | None:

@@ -116,6 +116,7 @@ def _task_section(run_dir: Path, name: str, max_samples: int) -> dict:
 def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500) -> Path:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+    from .leaderboard import prompts_label
     from .rundir import RunDir
 
     run = RunDir(run_dir)
@@ -124,7 +125,7 @@ def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500)
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html", "jinja"]))
     html = env.get_template("report.html.jinja").render(
-        model=config.get("model"), data=config.get("data"), limit=config.get("limit"),
+        model=config.get("model"), prompts=prompts_label(config), data=config.get("data"), limit=config.get("limit"),
         started=config.get("started"), commit=config.get("git_commit"),
         synthetic=config.get("data") == "synthetic", summary=_summary(results),
         tasks=[_task_section(run_dir, n, max_samples) for n in results

@@ -100,3 +100,20 @@ def test_compare_reports_paired_tests(runs, tmp_path):
     assert table.loc["scienceqa_img", "test"] == "mcnemar"
     same = cli("compare", runs["yes"], runs["yes"])
     assert "not significant" in same.output and "+0.00" in same.output
+
+
+def test_rows_say_how_the_model_was_prompted(runs, tmp_path):
+    """A LLaVA-family run is prompted with the paper's template; another family's (its own chat template with
+    the paper's question text, recorded as prompt_mode) is labelled so in the leaderboard and the report."""
+    import shutil
+
+    from llava_eval.leaderboard import run_row
+    from llava_eval.report import write_report
+
+    other = tmp_path / "other"
+    shutil.copytree(runs["yes"], other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"prompt_mode": "model template"}))
+    assert run_row(runs["yes"])["prompts"] == "paper"
+    assert run_row(other)["prompts"] == "paper prompts, model template"
+    assert '<span id="prompts">paper prompts, model template</span>' in write_report(other).read_text()
