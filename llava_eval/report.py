@@ -127,9 +127,24 @@ def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500)
     html = env.get_template("report.html.jinja").render(
         model=config.get("model"), prompts=prompts_label(config), data=config.get("data"), limit=config.get("limit"),
         started=config.get("started"), commit=config.get("git_commit"),
-        synthetic=config.get("data") == "synthetic", summary=_summary(results),
+        synthetic=config.get("data") == "synthetic", summary=_summary(results), agreement=_agreement(run),
         tasks=[_task_section(run_dir, n, max_samples) for n in results
                if run.has_items(n)])
     out = out or run_dir / "report.html"
     out.write_text(html, encoding="utf-8")
     return out
+
+
+def _agreement(run) -> dict | None:
+    """What `llava-eval agree RUN_A THIS_RUN` found, for the report's header: the other run, a link to the
+    agreement file, and each task's share of identical answers; None when no agreement was measured."""
+    path = run.agreement_file
+    if not path.is_file():
+        return None
+    from .rundir import read_json
+
+    found = read_json(path)
+    tasks = found.get("tasks") if isinstance(found.get("tasks"), dict) else {}
+    shares = [(name, "n/a" if not isinstance(e, dict) or e.get("identical") is None else
+               f"{100 * e['identical']:.1f}% identical") for name, e in tasks.items()]
+    return {"run_a": found.get("run_a"), "href": path.name, "tasks": shares}

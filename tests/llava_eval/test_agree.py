@@ -87,3 +87,16 @@ def test_a_task_not_answered_in_both_is_one_error(runs):
     a, b = runs
     result = CliRunner().invoke(main, ["agree", str(a), str(b), "--tasks", "gqa"])
     assert result.exit_code == 2 and result.output.strip() == "error: not answered in both runs: gqa"
+
+
+def test_the_report_links_the_agreement(runs):
+    a, b = runs
+    assert CliRunner().invoke(main, ["agree", str(a), str(b)]).exit_code == 0
+    report = CliRunner().invoke(main, ["report", str(b)])
+    assert report.exit_code == 0, report.output
+    html = (b / "report.html").read_text()
+    shares = json.loads((b / "agreement.json").read_text())["tasks"]
+    assert '<p id="agreement">' in html and 'href="agreement.json"' in html and str(a) in html
+    assert f"pope {100 * shares['pope']['identical']:.1f}% identical" in html
+    assert CliRunner().invoke(main, ["report", str(a)]).exit_code == 0  # no agreement measured into A
+    assert '<p id="agreement">' not in (a / "report.html").read_text()
