@@ -19,6 +19,7 @@ import torch
 
 from .checkpoint_files import (
     check_safetensors,
+    checkpoint_config,
     load_config,
     load_tokenizer,
     one_line,
@@ -112,8 +113,7 @@ def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = Non
         raise CheckpointError(f"unknown image mode {image_mode!r}; valid: {', '.join(IMAGE_MODES)}")
     path = BUILTIN_CHECKPOINTS.get(spec, Path(spec))
     if path.is_dir():
-        refuse_remote_code(path)
-        config = read_json_object(path / "config.json")
+        _, config = checkpoint_config(path)
         if is_next_config(config):
             raise CheckpointError(f"{path} is a LLaVA-NeXT checkpoint (anyres images); load it with the llava-next "
                                   f"backend (--model llava-next:{path})")

@@ -31,13 +31,13 @@ from .checkpoint import (
 )
 from .checkpoint_files import (
     check_safetensors,
+    checkpoint_config,
     load_config,
     load_tokenizer,
     one_line,
     quiet_loading,
     read_json_object,
     read_weights,
-    refuse_remote_code,
 )
 from .config import NEXT_PATCH_MERGE, build_next_config, check_grid_pinpoints, is_next_config
 from .conversation import ALL_TEMPLATES, Template, get_template
@@ -58,10 +58,9 @@ def load_next_bundle(spec: str, *, device: str | None = None, dtype: str | None 
     override = get_template(template) if template else None
     path = Path(spec)
     if path.is_dir():
-        refuse_remote_code(path)
-        config = read_json_object(path / "config.json")
+        config_file, config = checkpoint_config(path)
         if not is_next_config(config):
-            raise CheckpointError(f"{path}/config.json is not a LLaVA-NeXT config (model_type llava_next, or an "
+            raise CheckpointError(f"{config_file} is not a LLaVA-NeXT config (model_type llava_next, or an "
                                   "original 1.6 config with image_aspect_ratio anyres)")
         load = _load_hf if config.get("model_type") == "llava_next" else _load_original
         bundle = load(path, config, torch_dtype, override, vision_tower)
