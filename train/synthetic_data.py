@@ -41,7 +41,9 @@ def synthetic_data(spec: str, work_dir: Path, max_samples: int | None = None) ->
     progress = Progress(f"{spec}: generating records", used, log)
     records = stage1_records(used) if kind == "stage1" else stage2_records(used, mix=mix or "default")
     progress.finish()
-    out = work_dir / (f"synthetic-{kind}-{used}" + (f"-{mix}" if mix else ""))
+    # Named by N, not by the records used: a resumed run with more steps reuses the images already rendered
+    # (record i is the same for every N).
+    out = work_dir / (f"synthetic-{kind}-{n}" + (f"-{mix}" if mix else ""))
     progress = Progress(f"{spec}: rendering images", sum("image" in r for r in records), log)
     path = write_dataset(records, out, f"{kind}.json", progress=progress)
     progress.finish()

@@ -5,6 +5,7 @@ before the first step: a `--max-steps 2` run of the tiny-shapes recipe (two stag
 from __future__ import annotations
 
 import logging
+import os
 
 from click.testing import CliRunner
 
@@ -59,7 +60,9 @@ def test_synthetic_data_paths_name_a_mix_and_bad_ones_are_refused(tmp_path):
     from train.synthetic_data import synthetic_data
 
     path, folder = synthetic_data("synthetic:stage2:6:existence", tmp_path, max_samples=3)
-    assert path.endswith("synthetic-stage2-3-existence/stage2.json")
+    assert path.endswith("synthetic-stage2-6-existence/stage2.json") and len(os.listdir(folder)) == 3
+    synthetic_data("synthetic:stage2:6:existence", tmp_path, max_samples=5)  # a longer run adds to the same folder
+    assert len(os.listdir(folder)) == 5
     for bad in ("synthetic:stage2:6:nonsense", "synthetic:stage1:6:existence", "synthetic:stage3", "synthetic:x:y"):
         with pytest.raises(UserError, match="existence"):
             synthetic_data(bad, tmp_path)
