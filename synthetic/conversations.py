@@ -70,6 +70,14 @@ _TEXT_WORDS = ("apple", "river", "garden", "pencil", "window", "cat", "mountain"
 # answers) dominate because they are what the benchmarks score; captions keep the stage-1 skill alive. Scenes
 # without text get few OCR-token turns (an empty token line), as TextVQA's rows mostly show text.
 _TURN_WEIGHTS = {"yes_no": 3, "short": 3, "choice": 3, "ocr_token": 1.5, "vizwiz": 1, "detail": 1}
+# Named stage-2 mixes: (turn weights, first scene seed). "existence" is a curriculum for continuing a trained
+# model: most turns are balanced yes/no existence questions (POPE / MME), the other formats stay in at a low
+# weight so their skills are kept; its scenes come from their own seed range, unseen by the default mix.
+MIXES: dict[str, tuple[dict[str, float], int]] = {
+    "default": (_TURN_WEIGHTS, 20_000_000),
+    "existence": ({"yes_no": 12, "short": 1, "choice": 1, "ocr_token": 0.5, "vizwiz": 0.5, "detail": 0.5},
+                  30_000_000),
+}
 _NO_TEXT_OCR_WEIGHT = 0.25
 _MAX_TURNS = 5
 
@@ -80,31 +88,41 @@ def stage1_records(n: int, start_seed: int = 10_000_000) -> list[dict]:
     return [_caption_record(seed) for seed in range(start_seed, start_seed + n)]
 
 
-def stage2_records(n: int, start_seed: int = 20_000_000, text_only_fraction: float = 0.05) -> list[dict]:
+def stage2_records(n: int, start_seed: int | None = None, text_only_fraction: float = 0.05,
+                   mix: str = "default") -> list[dict]:
     """`n` instruction records (mix665k layout): record i is text-only when it falls on the evenly spread
-    `text_only_fraction` share of indices, else 2-5 question turns about scene start_seed + i."""
+    `text_only_fraction` share of indices, else 2-5 question turns about scene start_seed + i, drawn with the
+    turn weights of `mix` (a key of MIXES; start_seed defaults to the mix's own)."""
     if not 0.0 <= text_only_fraction <= 1.0:
         raise ValueError(f"text_only_fraction must lie in [0, 1], got {text_only_fraction}")
+    if mix not in MIXES:
+        raise ValueError(f"unknown stage-2 mix {mix!r}; known: {', '.join(MIXES)}")
+    weights, default_start = MIXES[mix]
+    start_seed = default_start if start_seed is None else start_seed
     records = []
     for i in range(n):
         seed = start_seed + i
         # Exactly int(n * fraction) text-only records, spread evenly rather than clumped by chance.
         text_only = int((i + 1) * text_only_fraction) != int(i * text_only_fraction)
-        records.append(_text_record(seed) if text_only else _image_record(seed))
+        records.append(_text_record(seed) if text_only else _image_record(seed, weights))
     return records
 
 
-def write_dataset(records: list[dict], out_dir: Path, json_name: str) -> Path:
+def write_dataset(records: list[dict], out_dir: Path, json_name: str,
+                  progress: Callable[[int], None] | None = None) -> Path:
     """Write `out_dir/json_name` (a JSON list) and `out_dir/images/<seed>.png` for every record with an image.
     Idempotent: existing images are kept (each is a pure function of its name) and an unchanged JSON is not
-    rewritten; files are written to a temporary name first, so a crash never leaves a truncated file."""
+    rewritten; files are written to a temporary name first, so a crash never leaves a truncated file.
+    `progress` is called with the number of images handled so far."""
     out_dir = Path(out_dir)
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
-    for name in dict.fromkeys(r["image"] for r in records if "image" in r):
+    for done, name in enumerate(dict.fromkeys(r["image"] for r in records if "image" in r)):
         path = images / name
         if not path.is_file():
             _write_atomic(path, make_scene(_seed_of(name)).png_bytes())
+        if progress is not None:
+            progress(done + 1)
     json_path = out_dir / json_name
     data = json.dumps(records, ensure_ascii=False).encode("utf-8")
     if not json_path.is_file() or json_path.read_bytes() != data:
@@ -129,11 +147,12 @@ def _caption_record(seed: int) -> dict:
 Turn = tuple[str, str, str]
 
 
-def _image_record(seed: int) -> dict:
+def _image_record(seed: int, turn_weights: dict[str, float] = _TURN_WEIGHTS) -> dict:
     scene, rng = make_scene(seed), random.Random(f"shapes-sft-{seed}")
     wanted = rng.randint(2, _MAX_TURNS)
-    kinds = list(_TURN_WEIGHTS)
-    weights = [_NO_TEXT_OCR_WEIGHT if k == "ocr_token" and scene.text is None else w for k, w in _TURN_WEIGHTS.items()]
+    kinds = list(turn_weights)
+    weights = [min(w, _NO_TEXT_OCR_WEIGHT) if k == "ocr_token" and scene.text is None else w
+               for k, w in turn_weights.items()]
     turns: list[Turn] = []
     for _ in range(8 * _MAX_TURNS):  # bounded: a scene with few possible questions yields fewer turns
         if len(turns) == wanted:

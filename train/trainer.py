@@ -74,7 +74,16 @@ class ConversationDataset(torch.utils.data.Dataset):
 
 def count_mismatches(dataset: ConversationDataset) -> list[tuple[str, tuple[int, int]]]:
     """Encode every sample's text once (no images) and list the masking mismatches."""
-    return [(s.id, enc.mismatch) for s in dataset.samples if (enc := dataset.encode(s)).mismatch]
+    from .progress import Progress
+
+    progress = Progress("encoding samples (masking check)", len(dataset.samples), log)
+    mismatches = []
+    for done, sample in enumerate(dataset.samples, start=1):
+        if (enc := dataset.encode(sample)).mismatch:
+            mismatches.append((sample.id, enc.mismatch))
+        progress(done)
+    progress.finish()
+    return mismatches
 
 
 class Collator:
@@ -240,31 +249,25 @@ def load_trainable(bundle: LlavaBundle, path: Path) -> list[str]:
 
 
 # ---- one stage -----------------------------------------------------------------------------------------
-def load_stage_samples(recipe, work_dir: Path, skip_invalid: bool):
-    """(samples, image folder) of a stage; `synthetic:stage1|stage2` generates the shapes-world data."""
+def load_stage_samples(recipe, work_dir: Path, skip_invalid: bool, max_samples: int | None = None):
+    """(samples, image folder) of a stage; `synthetic:stage1|stage2` generates the shapes-world data, at most
+    `max_samples` records of it (what a `--max-steps` run can use)."""
+    import time
+
     from .data import check_or_skip, load_samples, subsample
+    from .synthetic_data import synthetic_data
 
     data_path, folder = recipe.data_path, recipe.image_folder
     if data_path.startswith("synthetic:"):
-        data_path, folder = _synthetic_data(data_path, work_dir)
-    samples = check_or_skip(load_samples(data_path), folder, skip_invalid, template=recipe.template)
+        data_path, folder = synthetic_data(data_path, work_dir, max_samples)
+    samples = load_samples(data_path)
+    started = time.monotonic()
+    log.info("validating %d samples of %s", len(samples), data_path)
+    samples = check_or_skip(samples, folder, skip_invalid, template=recipe.template)
+    log.info("validated %d samples in %.1f s", len(samples), time.monotonic() - started)
     if recipe.data_fraction < 1.0:
         samples = subsample(samples, recipe.data_fraction, recipe.seed)
     return samples, folder
-
-
-def _synthetic_data(spec: str, work_dir: Path) -> tuple[str, str]:
-    """`synthetic:stage1[:N]` / `synthetic:stage2[:N]` -> a LLaVA JSON file and its image folder."""
-    from synthetic.conversations import stage1_records, stage2_records, write_dataset
-
-    makers = {"stage1": stage1_records, "stage2": stage2_records}
-    _, kind, *count = spec.split(":")
-    if kind not in makers or len(count) > 1 or (count and not count[0].isdigit()):
-        raise UserError(f"bad synthetic data {spec!r}; use synthetic:stage1[:N] or synthetic:stage2[:N]")
-    n = int(count[0]) if count else 2000
-    out = work_dir / f"synthetic-{kind}-{n}"
-    path = write_dataset(makers[kind](n), out, f"{kind}.json")
-    return str(path), str(out / "images")
 
 
 def training_arguments(recipe, out_dir: Path, max_steps: int | None, deepspeed: str | None):
@@ -344,7 +347,9 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
     if init_from is not None:
         loaded = load_trainable(bundle, init_from)
         log.info("loaded %d tensors from %s", len(loaded), init_from)
-    samples, folder = load_stage_samples(recipe, out_dir, skip_invalid)
+    from .synthetic_data import samples_needed
+
+    samples, folder = load_stage_samples(recipe, out_dir, skip_invalid, samples_needed(recipe, max_steps))
     dataset = ConversationDataset(samples, folder, bundle, recipe.max_length, allow_mismatch)
     mismatches = count_mismatches(dataset)
     if mismatches:

@@ -283,3 +283,17 @@ def test_write_dataset(tmp_path):
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "data").rglob("*")}
     with pytest.raises(ValueError, match="seed"):
         write_dataset([{"id": "x", "image": "cat.jpg", "conversations": []}], tmp_path / "bad", "x.json")
+
+
+def test_the_existence_mix_is_mostly_balanced_yes_no_on_unseen_scenes():
+    records = stage2_records(400, mix="existence")
+    answers = [t["value"] for r in records if "image" in r for t in r["conversations"][1::2]]
+    yes_no = [a for a in answers if a in ("Yes", "No")]
+    assert len(yes_no) / len(answers) > 0.6 and 0.4 < yes_no.count("Yes") / len(yes_no) < 0.6
+    assert len(set(answers) - {"Yes", "No"}) > 10  # the other formats stay in the mix
+    seeds = {int(r["image"].removesuffix(".png")) for r in records if "image" in r}
+    assert min(seeds) >= 20_000_000 + 40_000  # past the scenes of the tiny-shapes recipe's 40,000 default records
+    default_answers = [t["value"] for r in stage2_records(400) if "image" in r for t in r["conversations"][1::2]]
+    assert sum(a in ("Yes", "No") for a in default_answers) / len(default_answers) < 0.4
+    with pytest.raises(ValueError, match="existence"):
+        stage2_records(4, mix="nonsense")
