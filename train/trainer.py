@@ -27,6 +27,7 @@ from llava_model.model import apply_projector_type, build_llava, embed_inputs, i
 from llava_model.preprocess import load_image
 from llava_types import UserError
 
+from .lora import apply_lora
 from .masking import IGNORE_INDEX, encode_plain, encode_v1
 
 log = logging.getLogger("llava_train")
@@ -316,21 +317,6 @@ def make_trainer(module, args, dataset, collator, recipe, lengths):
             return self.optimizer
 
     return LlavaTrainer(model=module, args=args, train_dataset=dataset, data_collator=collator)
-
-
-def apply_lora(model, lora):
-    """Reference: finetune_lora.sh + train.py find_all_linear_names: LoRA on every Linear of the LLM
-    (lm_head, projector and vision tower excluded); the projector is trained fully."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
-                        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
-                        task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, config)
-    for name, param in peft_model.named_parameters():
-        if "multi_modal_projector" in name:
-            param.requires_grad = True
-    return peft_model
 
 
 def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps: int | None = None,
