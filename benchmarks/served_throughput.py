@@ -90,15 +90,16 @@ def through_runner(url: str, window: int, limit: int) -> tuple[float, float]:
 
     from llava_eval.backends.entry import BackendOptions
     from llava_eval.backends.served import ServedBackend
-    from llava_eval.runner import generate_task, load_task_docs
+    from llava_eval.options import RunOptions
+    from llava_eval.runner import Answerer, generate_task, load_task_docs
     from tasks.registry import get_task
 
-    docs = load_task_docs(["pope"], limit=limit)["pope"]
     backend = ServedBackend("stub", BackendOptions(base_url=url, max_in_flight=window, request_retries=0))
     with tempfile.TemporaryDirectory() as out:
+        options = RunOptions(tasks=("pope",), out=Path(out), limit=limit)
+        docs = load_task_docs(options)["pope"]
         cpu, start = time.process_time(), time.perf_counter()
-        generate_task(get_task("pope"), docs, backend, Path(out) / "predictions.jsonl", "stub", None,
-                      model_fp=backend.fingerprint())
+        generate_task(get_task("pope"), docs, Answerer(backend, "stub", backend.fingerprint()), options)
         wall = time.perf_counter() - start
     return limit / wall, 1000 * (time.process_time() - cpu) / limit
 
