@@ -65,7 +65,7 @@ class LlavaBundle:
         return next(self.model.parameters()).device
 
 
-def _dtype(name: str | None, device: str) -> torch.dtype:
+def weights_dtype(name: str | None, device: str) -> torch.dtype:
     if name in (None, "auto"):
         # Reference: llava/model/builder.py loads in float16 for evaluation; CPU kernels want float32.
         return torch.float16 if device.startswith("cuda") else torch.float32
@@ -107,7 +107,7 @@ def load_bundle(spec: str, *, device: str | None = None, dtype: str | None = Non
     from .presets import PRESETS
 
     device = check_device(device or default_device())
-    torch_dtype = _dtype(dtype, device)
+    torch_dtype = weights_dtype(dtype, device)
     override = get_template(template) if template else None
     if image_mode and image_mode not in IMAGE_MODES:
         raise CheckpointError(f"unknown image mode {image_mode!r}; valid: {', '.join(IMAGE_MODES)}")
@@ -172,7 +172,7 @@ def _load_preset(name: str, torch_dtype: torch.dtype, seed: int) -> LlavaBundle:
                        preset.image_mode, f"preset:{name}")
 
 
-def _recorded(path: Path, found: tuple, default: str, valid: tuple, flag: str) -> str:
+def recorded_setting(path: Path, found: tuple, default: str, valid: tuple, flag: str) -> str:
     """The first value set among `found` ((file, key, value), ...), checked against `valid`."""
     for file, key, value in found:
         if value:
@@ -191,11 +191,11 @@ def _bundle_meta(path: Path, config: dict, template: str | None, image_mode: str
     if not template:
         found = ((BUNDLE_FILE, "template", meta.get("template")),
                  ("config.json", "llava_template", config.get("llava_template")))
-        template = _recorded(path, found, "vicuna_v1", tuple(sorted(TEMPLATES)), "--template")
+        template = recorded_setting(path, found, "vicuna_v1", tuple(sorted(TEMPLATES)), "--template")
     if not image_mode:
         found = ((BUNDLE_FILE, "image_mode", meta.get("image_mode")),
                  ("config.json", "image_aspect_ratio", config.get("image_aspect_ratio")))
-        image_mode = _recorded(path, found, "pad", (*IMAGE_MODES, "square"), "--image-mode")
+        image_mode = recorded_setting(path, found, "pad", (*IMAGE_MODES, "square"), "--image-mode")
     return get_template(template), "crop" if image_mode == "square" else image_mode
 
 
@@ -234,7 +234,7 @@ def _hf_model(path: Path, cfg, torch_dtype: torch.dtype, projector: str | None):
     model, info = llava_class(projector).from_pretrained(
         str(path), config=cfg, dtype=torch_dtype, output_loading_info=True, local_files_only=True,
         trust_remote_code=False, ignore_mismatched_sizes=True)  # mismatches are reported below, by name
-    _check_loading_info(info, str(path))
+    check_loading_info(info, str(path))
     return model
 
 
@@ -251,7 +251,7 @@ def _image_processor(path: Path, model):
         raise CheckpointError(f"cannot load the image processor of {path}: {one_line(exc)}") from None
 
 
-def _check_loading_info(info: dict, where: str) -> None:
+def check_loading_info(info: dict, where: str) -> None:
     missing = [k for k in info.get("missing_keys", []) if "inv_freq" not in k]
     unexpected = [k for k in info.get("unexpected_keys", []) if "inv_freq" not in k]
     # transformers lists a mismatch as (key, shape in the file, shape the config asks for).
@@ -279,7 +279,7 @@ def _describe_keys(missing, unexpected) -> str:
     return "; ".join(parts)
 
 
-def _load_state_dict_strict(model, state: dict, where: str) -> None:
+def load_state_dict_strict(model, state: dict, where: str) -> None:
     own = model.state_dict()
     missing = set(own) - set(state)
     unexpected = set(state) - set(own)
@@ -370,7 +370,7 @@ def _load_original(path: Path, config: dict, vision_tower: str | None, torch_dty
     except (RuntimeError, ValueError) as exc:
         raise CheckpointError(f"cannot build a model from {path}/config.json: {one_line(exc)}") from None
     apply_projector_type(model)
-    _load_state_dict_strict(model, state, str(path))
+    load_state_dict_strict(model, state, str(path))
     model.to(torch_dtype)
     return LlavaBundle(model, load_tokenizer(path), clip_image_processor(vision_config.image_size),
                        get_template("vicuna_v1"), cfg.image_aspect_ratio, str(path))

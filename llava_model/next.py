@@ -20,14 +20,14 @@ from .anyres import AnyresImages, anyres_image_processor
 from .checkpoint import (
     BUNDLE_FILE,
     LlavaBundle,
-    _check_loading_info,
-    _dtype,
-    _load_state_dict_strict,
-    _recorded,
     check_device,
+    check_loading_info,
     convert_original_keys,
     default_device,
+    load_state_dict_strict,
     place,
+    recorded_setting,
+    weights_dtype,
 )
 from .checkpoint_files import (
     check_safetensors,
@@ -54,7 +54,7 @@ def load_next_bundle(spec: str, *, device: str | None = None, dtype: str | None 
     `vision_tower` points an original checkpoint at a local CLIP directory. Every argument is checked before
     anything loads; no code from the checkpoint ever runs."""
     device = check_device(device or default_device())
-    torch_dtype = _dtype(dtype, device)
+    torch_dtype = weights_dtype(dtype, device)
     override = get_template(template) if template else None
     path = Path(spec)
     if path.is_dir():
@@ -114,7 +114,7 @@ def next_template(path: Path, config: dict, text_type: str | None, tokenizer) ->
     meta = read_json_object(meta_file) if meta_file.is_file() else {}
     found = ((BUNDLE_FILE, "template", meta.get("template")), ("config.json", "llava_template",
                                                                config.get("llava_template")))
-    recorded = _recorded(path, found, "", tuple(sorted(ALL_TEMPLATES)), "--template")
+    recorded = recorded_setting(path, found, "", tuple(sorted(ALL_TEMPLATES)), "--template")
     if recorded:
         return get_template(recorded)
     if "<|im_start|>" in tokenizer.get_vocab():
@@ -157,7 +157,7 @@ def _load_hf(path: Path, config: dict, torch_dtype: torch.dtype, override: Templ
                 trust_remote_code=False, ignore_mismatched_sizes=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"cannot load checkpoint {path}: {one_line(exc)}") from None
-    _check_loading_info(info, str(path))
+    check_loading_info(info, str(path))
     return LlavaBundle(model, tokenizer, processor, template, ANYRES, str(path), vision_of(cfg))
 
 
@@ -253,7 +253,7 @@ def _load_original(path: Path, config: dict, torch_dtype: torch.dtype, override:
         raise
     except Exception as exc:  # noqa: BLE001 - config validation raises many types on hostile values
         raise CheckpointError(f"cannot build a model from {path}/config.json: {one_line(exc)}") from None
-    _load_state_dict_strict(model, state, str(path))
+    load_state_dict_strict(model, state, str(path))
     model.to(torch_dtype)
     tokenizer = load_tokenizer(path)
     template = override or next_template(path, config, cfg.text_config.model_type, tokenizer)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import _check_loading_info, check_device, default_device
-from .checkpoint import _dtype as weights_dtype
+from .checkpoint import check_device, check_loading_info, default_device, weights_dtype
 from .checkpoint_files import (
     check_safetensors,
     one_line,
@@ -178,7 +177,7 @@ def _load_model(path: Path, torch_dtype: torch.dtype):
                 trust_remote_code=False, ignore_mismatched_sizes=True)  # mismatches are reported below, by name
     except Exception as exc:  # noqa: BLE001 - config validation and loading raise many types on hostile files
         raise CheckpointError(f"cannot load checkpoint {path}: {one_line(exc)}") from None
-    _check_loading_info(info, str(path))
+    check_loading_info(info, str(path))
     return model
 
 
