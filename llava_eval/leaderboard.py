@@ -1,9 +1,11 @@
 """Leaderboards: one row per run directory in the LLaVA-1.5 paper's columns, optionally with the paper's own
 rows (`leaderboards/llava-1.5-paper.csv`), as CSV, Markdown and a chart. A benchmark a run did not score stays
-empty, never zero; the `columns_from` cell names the task (and split) each number came from, so a synthetic
-or dev-split number is never mistaken for the paper's split, and `judges` names the judge of each judged number:
-one that is not the task's protocol judge is listed in `non_protocol_judge`, marked with a dagger in the
-Markdown table, and shown with its calibration offset when its judging recorded one (docs/judge.md).
+empty, never zero (answers that only the evaluation server or a judge scores are listed in `unscored`); the
+`columns_from` cell names the task (and split) each number came from, so a dev-split number is never mistaken
+for the paper's split; a run on the synthetic shapes world is labelled so in the Markdown and the chart, and
+`judges` names the judge of each judged number: one that is not the task's protocol judge is listed in
+`non_protocol_judge`, marked with a dagger in the Markdown table, and shown with its calibration offset when
+its judging recorded one (docs/judge.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from tasks.registry import get_task
 from .rundir import CONFIG, RESULTS, RunDir
 
 # Paper column -> (tasks that fill it, first present wins; the metric). The paper reports test-dev / test
-# splits where those exist; the local splits follow so that a locally scored run has numbers at all.
+# splits where those exist; the local splits follow so that a locally scored run has numbers at all. SEED is
+# all questions (MODEL_ZOO's 58.6 / 61.6: `seed_all`); SEED-IMG the image questions (the CVPR paper's Table 4
+# SEED-img 66.1 / 68.2: `seed_image`), two numbers that differ by about 8 points for the same model.
 COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("VQAv2", ("vqav2_testdev", "vqav2_val"), "accuracy"),
     ("GQA", ("gqa",), "accuracy"),
@@ -29,13 +33,19 @@ COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("MMB", ("mmbench_en_test", "mmbench_en_dev"), "accuracy"),
     ("MMB-CN", ("mmbench_cn_test", "mmbench_cn_dev"), "accuracy"),
     ("SEED", ("seed_all",), "accuracy"),
+    ("SEED-IMG", ("seed_image",), "accuracy"),
     ("LLaVA-W", ("llava_bench",), "relative_score"),
     ("MM-Vet", ("mmvet",), "total"),
 )
 BENCHMARKS = [c for c, _, _ in COLUMNS]
-RUN_FIELDS = ["Method", "date", "commit", "data", "limit", "task_versions", "columns_from", "judges",
-              "non_protocol_judge", "source"]
+RUN_FIELDS = ["Method", "model", "date", "commit", "data", "limit", "task_versions", "columns_from", "unscored",
+              "judges", "non_protocol_judge", "source"]
+INTEGERS = ("limit", "Res.")  # whole numbers: written as 48, not 48.0, and empty when absent
 MARK = "\u2020"  # dagger: a number from a judge other than the protocol's
+SYNTHETIC = "synthetic"  # the data source of the built-in synthetic shapes world
+SYNTHETIC_LABEL = " (synthetic data)"
+SYNTHETIC_NOTE = ("(synthetic data): scored on the built-in synthetic shapes world, not on the benchmarks' data: "
+                  "these numbers are not comparable with the paper's.")
 
 
 def _number(value) -> float | None:
@@ -44,21 +54,45 @@ def _number(value) -> float | None:
     return round(float(value), 2)
 
 
+def method_name(model) -> str | None:
+    """The name a run's model goes by in the Method column: a preset's name, the last folder of a checkpoint
+    path (with its parents for the trainer's `OUT/stageN/final`), a backend prefix kept (`served:NAME`); the
+    full recorded id stays in the `model` column."""
+    if not isinstance(model, str) or not model:
+        return model
+    prefix, sep, rest = model.partition(":")
+    if sep and rest and prefix.isidentifier():  # `preset:tiny`, `served:NAME`, `vllm:/path`
+        return rest if prefix == "preset" else f"{prefix}:{method_name(rest)}"
+    parts = [p for p in model.split("/") if p not in ("", ".")]
+    if not parts:
+        return model
+    return "/".join(parts[-3:]) if parts[-1] == "final" else parts[-1]
+
+
+def is_synthetic(data) -> bool:
+    """Whether a row's `data` cell (the run's data sources, `;`-separated) includes the synthetic world."""
+    return isinstance(data, str) and SYNTHETIC in data.split(";")
+
+
 def run_row(run_dir: Path) -> dict:
     """The leaderboard row of one run directory."""
     run = RunDir(run_dir)
     if not run.config_file.is_file() or not run.results_file.is_file():
         raise TaskError(f"{run} is not a finished run directory ({CONFIG} and {RESULTS} expected)")
     config, results = run.read_config(), run.read_results()
-    row: dict = {"Method": config.get("model"), "date": (config.get("started") or "")[:10],
-                 "commit": config.get("git_commit"), "data": config.get("data"), "limit": config.get("limit"),
+    row: dict = {"Method": method_name(config.get("model")), "model": config.get("model"),
+                 "date": (config.get("started") or "")[:10], "commit": config.get("git_commit"),
+                 "data": ";".join(run.data_sources()), "limit": config.get("limit"),
                  "task_versions": ";".join(f"{k}:{v}" for k, v in sorted(config.get("tasks", {}).items())),
                  "prompts": prompts_label(config), "source": str(run)}
-    used, judges, marked = [], [], []
+    used, unscored, judges, marked = [], [], [], []
     for column, candidates, metric in COLUMNS:
         row[column] = None
         for task in candidates:
             entry = results.get(task)
+            if entry is not None and not entry.get("scored_locally", True) and not entry.get("judged"):
+                unscored.append(f"{column}={task}:{_scorer(task)}")  # answered; a server or a judge scores them
+                continue
             value = _number(entry["metrics"].get(metric)) if entry else None
             if value is not None:
                 row[column] = value
@@ -68,8 +102,17 @@ def run_row(run_dir: Path) -> dict:
                     judges.append(f"{column}={note}")
                     marked += [column] if not protocol_judge(task, entry["metrics"]) else []
                 break
-    row.update(columns_from=";".join(used), judges=";".join(judges), non_protocol_judge=";".join(marked))
+    row.update(columns_from=";".join(used), unscored=";".join(unscored), judges=";".join(judges),
+               non_protocol_judge=";".join(marked))
     return row
+
+
+def _scorer(task: str) -> str:
+    """Who scores a task's answers when they are not scored here: `judge` or `server`."""
+    try:
+        return "judge" if get_task(task).judge is not None else "server"
+    except TaskError:  # a task this version no longer has
+        return "server"
 
 
 def prompts_label(config: dict) -> str:
@@ -137,26 +180,63 @@ def table(run_dirs, with_paper: bool = False):
         paper = paper_rows()
         frame = pd.concat([frame, paper.reindex(columns=frame.columns.union(paper.columns, sort=False))],
                           ignore_index=True)
+    for column in INTEGERS:
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column]).round().astype("Int64")
     ordered = ["Method"] + BENCHMARKS + [c for c in frame.columns if c not in BENCHMARKS and c != "Method"]
     return frame[ordered]
 
 
 def to_markdown(frame) -> str:
-    """The paper's columns; a number from a non-protocol judge gets a dagger and a note under the table."""
-    shown = frame[["Method"] + BENCHMARKS]
+    """The paper's columns, every number as written (a missing one empty); a synthetic-data run is labelled so
+    and a number from a non-protocol judge gets a dagger, with notes under the table, which also say which
+    answers only the evaluation server or a judge scores."""
+    shown = frame[["Method"] + BENCHMARKS].astype(object)
     notes = []
-    for i, marked in (frame["non_protocol_judge"].items() if "non_protocol_judge" in frame else ()):
-        if isinstance(marked, str) and marked:
-            shown = shown.astype(object) if not notes else shown
-            for column in marked.split(";"):
-                shown.at[i, column] = f"{shown.at[i, column]:g}{MARK}"
-            notes.append(f"{MARK} {frame.at[i, 'Method']}: judged by {frame.at[i, 'judges']}")
-    table = shown.to_markdown(index=False, missingval="") + "\n"
-    return table + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    for i in frame.index:
+        name = frame.at[i, "Method"]
+        for column in BENCHMARKS:
+            value = _number(frame.at[i, column])
+            shown.at[i, column] = "" if value is None else f"{value:g}"
+        for column in _cells(frame, i, "non_protocol_judge"):
+            shown.at[i, column] += MARK
+        if _cells(frame, i, "non_protocol_judge"):
+            notes.append(f"{MARK} {name}: judged by {frame.at[i, 'judges']}")
+        notes += _unscored_notes(name, _cells(frame, i, "unscored"))
+        if "data" in frame and is_synthetic(frame.at[i, "data"]):
+            shown.at[i, "Method"] = f"{name}{SYNTHETIC_LABEL}"
+    if any(str(m).endswith(SYNTHETIC_LABEL) for m in shown["Method"]):
+        notes.insert(0, SYNTHETIC_NOTE)
+    table = shown.to_markdown(index=False) + "\n"
+    return table + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
 
 
-def plot(frame, path: Path, n_runs: int) -> None:
-    """One panel per benchmark with a number: the runs' bars (blue) beside the paper's rows (grey)."""
+def _cells(frame, i, field: str) -> list[str]:
+    """The `;`-separated entries of a row's `field` (empty for the paper's rows)."""
+    value = frame.at[i, field] if field in frame else None
+    return value.split(";") if isinstance(value, str) and value else []
+
+
+def _unscored_notes(name, unscored: list[str]) -> list[str]:
+    """Why a run's answered benchmark has no number: its answers go to the evaluation server or to a judge."""
+    by = {"server": [], "judge": []}
+    for cell in unscored:
+        column, _, rest = cell.partition("=")
+        task, _, scorer = rest.partition(":")
+        by.setdefault(scorer, []).append(f"{column} ({task})")
+    notes = []
+    if by["server"]:
+        notes.append(f"{name}: {', '.join(by['server'])} answered, scored only by the evaluation server: submit "
+                     "them with `llava-eval submit RUN_DIR --task TASK` (empty here).")
+    if by["judge"]:
+        notes.append(f"{name}: {', '.join(by['judge'])} answered, not judged yet: `llava-eval judge RUN_DIR` "
+                     "(empty here).")
+    return notes
+
+
+def chart(frame, n_runs: int):
+    """The leaderboard chart (a matplotlib Figure): one panel per benchmark with a number, the runs' bars (blue;
+    a synthetic-data run orange, hatched and labelled so, with a caption) beside the paper's rows (grey)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,12 +247,15 @@ def plot(frame, path: Path, n_runs: int) -> None:
         raise TaskError("no benchmark has a number in these runs; nothing to plot")
     cols = min(4, len(columns))
     rows = -(-len(columns) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 0.35 * len(frame) * rows + 1.5), squeeze=False)
+    synthetic = [i < n_runs and "data" in frame and is_synthetic(frame.at[i, "data"]) for i in range(len(frame))]
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 0.35 * len(frame) * rows + 1.5 + any(synthetic)),
+                             squeeze=False)
     labels = [str(m) if len(str(m)) <= 28 else "..." + str(m)[-25:] for m in frame["Method"]]
+    labels = [label + (SYNTHETIC_LABEL if s else "") for label, s in zip(labels, synthetic, strict=True)]
+    colours = ["tab:orange" if s else "tab:blue" if i < n_runs else "0.6" for i, s in enumerate(synthetic)]
     for ax, column in zip(axes.flat, columns, strict=False):
         values = frame[column].astype(float)
-        colours = ["tab:blue" if i < n_runs else "0.6" for i in range(len(frame))]
-        ax.barh(range(len(frame)), values.fillna(0).where(values.notna(), 0), color=colours)
+        ax.barh(range(len(frame)), values.fillna(0), color=colours, hatch=["//" if s else "" for s in synthetic])
         for i, v in enumerate(values):
             ax.text(0, i, " n/a" if math.isnan(v) else f" {v:g}", va="center", fontsize=7)
         ax.set_yticks(range(len(frame)), labels, fontsize=7)
@@ -180,6 +263,16 @@ def plot(frame, path: Path, n_runs: int) -> None:
         ax.set_title(column, fontsize=9)
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
-    fig.tight_layout()
+    if any(synthetic):
+        fig.text(0.01, 0.005, "Orange, hatched " + SYNTHETIC_NOTE, fontsize=9, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.04 if any(synthetic) else 0, 1, 1))
+    return fig
+
+
+def plot(frame, path: Path, n_runs: int) -> None:
+    """Write the chart (`chart`) as an image."""
+    import matplotlib.pyplot as plt
+
+    fig = chart(frame, n_runs)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -141,6 +141,11 @@ class RunDir:
     def finished_tasks(self) -> list[str]:
         return list(self.read_results())
 
+    def data_sources(self) -> list[str]:
+        """The data sources (`synthetic`, a hub id, a file, ...) the finished tasks were answered on, as each
+        task's metrics record them, sorted."""
+        return sorted({self.task_data_options(name)["data"] for name in self.finished_tasks()})
+
     # ---- one task -----------------------------------------------------------------------------------------
     def entry(self, name: str) -> dict | None:
         """The task's stored metrics entry; None before the task was first scored."""

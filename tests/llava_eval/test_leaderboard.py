@@ -44,8 +44,10 @@ def test_paper_csv_has_the_published_numbers():
                           "LLaVA-1.5-13B-HD", "LLaVA-7B (v1)", "BLIP-2", "InstructBLIP-7B", "InstructBLIP-13B",
                           "Qwen-VL", "Qwen-VL-Chat"]
     assert [rows["LLaVA-1.5-13B"][c] for c in BENCHMARKS] == [
-        "80.0", "63.3", "53.6", "71.6", "61.3", "85.9", "1531.3", "67.7", "63.6", "61.6", "72.5", "36.1"]
+        "80.0", "63.3", "53.6", "71.6", "61.3", "85.9", "1531.3", "67.7", "63.6", "61.6", "68.2", "72.5", "36.1"]
     assert rows["LLaVA-1.5-7B"]["MME"] == "1510.7" and rows["LLaVA-1.5-7B"]["MM-Vet"] == "31.1"
+    # SEED is all questions (MODEL_ZOO), SEED-IMG the image questions (the CVPR paper's Table 4)
+    assert (rows["LLaVA-1.5-7B"]["SEED"], rows["LLaVA-1.5-7B"]["SEED-IMG"]) == ("58.6", "66.1")
     # single POPE columns are the mean of the paper's three per-split F1 scores
     assert float(rows["BLIP-2"]["POPE"]) == pytest.approx((89.6 + 85.5 + 80.9) / 3, abs=0.05)
     assert float(rows["LLaVA-1.5-13B-HD"]["POPE"]) == pytest.approx((87.5 + 86.4 + 85.0) / 3, abs=0.05)
@@ -58,7 +60,7 @@ def test_leaderboard_rows_in_paper_order_with_empty_missing(runs, tmp_path):
                  tmp_path / "lb.md", "--plot", tmp_path / "lb.png")
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out)
-    assert list(frame.columns[:13]) == ["Method"] + BENCHMARKS
+    assert list(frame.columns[:len(BENCHMARKS) + 1]) == ["Method"] + BENCHMARKS
     assert list(frame["Method"][:2]) == ["always-yes", "always-no"] and len(frame) == 13
     yes = frame.iloc[0]
     metrics = json.loads((runs["yes"] / "pope" / "metrics.json").read_text())["metrics"]
@@ -117,3 +119,98 @@ def test_rows_say_how_the_model_was_prompted(runs, tmp_path):
     assert run_row(runs["yes"])["prompts"] == "paper"
     assert run_row(other)["prompts"] == "paper prompts, model template"
     assert '<span id="prompts">paper prompts, model template</span>' in write_report(other).read_text()
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    """The paper's splits as the `llava-1.5` suite runs them: VQAv2 test-dev and VizWiz test are answered but only
+    the evaluation server scores them; SEED on its image questions. The model id is a checkpoint path."""
+    out = tmp_path_factory.mktemp("suite") / "run"
+    run(Constant("Yes"), ["vqav2_testdev", "vizwiz_test", "seed_image", "pope"], out,
+        model_id="/home/someone/checkpoints/my-llava", limit=8, batch_size=8, echo=lambda *_: None, model_fp="s",
+        progress=False)
+    return out
+
+
+def test_answers_only_a_server_scores_leave_their_column_empty_and_say_why(suite_run, tmp_path):
+    result = cli("leaderboard", suite_run, "--out", tmp_path / "lb.csv", "--markdown", tmp_path / "lb.md")
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(tmp_path / "lb.csv").iloc[0]
+    metrics = json.loads((suite_run / "vqav2_testdev" / "metrics.json").read_text())["metrics"]
+    assert metrics["accuracy"] > 0  # the synthetic rows carry answers, yet the split is the server's
+    assert pd.isna(row["VQAv2"]) and pd.isna(row["VizWiz"])
+    assert row["unscored"] == "VQAv2=vqav2_testdev:server;VizWiz=vizwiz_test:server"
+    assert "VQAv2=" not in row["columns_from"]
+    markdown = (tmp_path / "lb.md").read_text()
+    assert "VQAv2 (vqav2_testdev), VizWiz (vizwiz_test) answered, scored only by the evaluation server" in markdown
+    assert "llava-eval submit" in markdown
+
+
+def test_seed_image_questions_fill_the_seed_img_column_not_seed(suite_run):
+    from llava_eval.leaderboard import run_row
+
+    row = run_row(suite_run)
+    seed = json.loads((suite_run / "seed_image" / "metrics.json").read_text())["metrics"]["accuracy"]
+    assert row["SEED-IMG"] == pytest.approx(round(seed, 2)) and row["SEED"] is None
+    assert "SEED-IMG=seed_image" in row["columns_from"].split(";")
+
+
+def test_method_is_the_model_name_with_the_path_beside_it_and_limit_a_whole_number(suite_run, tmp_path):
+    assert cli("leaderboard", suite_run, "--out", tmp_path / "lb.csv", "--with-paper").exit_code == 0
+    rows = list(csv.DictReader((tmp_path / "lb.csv").open()))
+    assert rows[0]["Method"] == "my-llava" and rows[0]["model"] == "/home/someone/checkpoints/my-llava"
+    assert rows[0]["limit"] == "8" and rows[1]["limit"] == ""  # a paper row has no limit
+    assert rows[1]["Res."] == "336"
+
+
+def test_method_names():
+    from llava_eval.leaderboard import method_name
+
+    assert method_name("preset:tiny") == "tiny"
+    assert method_name("/work/llava_model/assets/tiny-shapes") == "tiny-shapes"
+    assert method_name("runs/long/stage2/final") == "long/stage2/final"  # the trainer's OUT/stageN/final
+    assert method_name("served:llava-hf/llava-1.5-7b-hf") == "served:llava-1.5-7b-hf"
+    assert method_name("always-yes") == "always-yes"
+
+
+def test_markdown_leaves_missing_paper_cells_empty_and_labels_synthetic_runs(runs, tmp_path):
+    assert cli("leaderboard", runs["yes"], "--out", tmp_path / "lb.csv", "--with-paper", "--markdown",
+               tmp_path / "lb.md").exit_code == 0
+    markdown = (tmp_path / "lb.md").read_text()
+    assert "nan" not in markdown.lower()
+    lines = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+    assert "always-yes (synthetic data)" in lines
+    assert lines["LLaVA-7B (v1)"].split("|")[2].strip() == ""  # no VQAv2 number in the paper: empty
+    assert "(synthetic data): scored on the built-in synthetic shapes world" in markdown
+    assert pd.read_csv(tmp_path / "lb.csv")["data"][0] == "synthetic"
+
+
+def _on_hub(run_dir, tmp_path):
+    """A copy of a run whose tasks record a hub source instead of the synthetic world."""
+    import shutil
+
+    other = tmp_path / "hub-run"
+    shutil.copytree(run_dir, other)
+    results = json.loads((other / "results.json").read_text())
+    for name, entry in results.items():
+        entry["options"]["data"] = "hub"
+        (other / name / "metrics.json").write_text(json.dumps(entry))
+    (other / "results.json").write_text(json.dumps(results))
+    return other
+
+
+def test_the_chart_marks_a_synthetic_run_and_says_it_is_not_comparable(runs, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from llava_eval.leaderboard import chart, table
+
+    hub = _on_hub(runs["no"], tmp_path)
+    fig = chart(table([runs["yes"], hub], with_paper=True), n_runs=2)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    bars = fig.axes[0].patches
+    captions = [t.get_text() for t in fig.texts]
+    plt.close(fig)
+    assert labels[:3] == ["always-yes (synthetic data)", "always-no", "LLaVA-1.5-7B"]
+    assert bars[0].get_hatch() == "//" and not bars[1].get_hatch()
+    assert bars[0].get_facecolor() != bars[1].get_facecolor()
+    assert any("not comparable with the paper's" in c for c in captions)
