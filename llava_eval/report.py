@@ -1,8 +1,9 @@
 """`llava-eval report RUN_DIR`: one static HTML file (no server, no external assets) with the summary table
-(metric, bootstrap interval, the paper's LLaVA-1.5 numbers and the differences, the judge of a judged number:
-a dagger marks a judge other than the protocol's, shown with its calibration offset) and, per task, the samples
-with image thumbnail, prompt, raw output, parsed answer, gold, score and judge rationale, failures first and
-filterable to failures (open the file with `#failures` to start filtered).
+(metric and bootstrap interval exactly as `llava-eval run` prints them, the paper's LLaVA-1.5 numbers and the
+differences, the judge of a judged number: a dagger marks a judge other than the protocol's, shown with its
+calibration offset) and, per task, the samples with image thumbnail, prompt, raw output, parsed answer, gold,
+score and judge rationale, each in one state (failed, partial credit, passed, not judged, not scored here),
+failures first and filterable to failures (open the file with `#failures` to start filtered).
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ import base64
 import io
 import math
 from pathlib import Path
+from urllib.parse import quote
 
 from tasks.base import TaskError
 
+from .summary import score_parts
+
 THUMB = 160
+# The states whose score cell says why the item's own score does not count.
+UNSCORED = {"unjudged": "not judged", "unscored": "not scored here"}
+ORDER = ("fail", "partial", "unjudged", "unscored", "judged", "pass")  # the order samples are listed in
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -43,20 +50,36 @@ def _summary(results: dict) -> list[dict]:
     rows = []
     for name, entry in results.items():
         m = entry["metrics"]
+        shown, interval, judged = score_parts(entry)  # what `llava-eval run` printed for the task
         value = m.get(entry["primary_metric"])
-        ci = m.get("ci95")
+        value = value if isinstance(value, int | float) and shown == f"{value:.2f}" else None
         column = _column_of(name)
-        row = {"task": name, "metric": entry["primary_metric"], "value": _fmt(value), "n": m.get("n_docs", ""),
-               "errors": m.get("n_errors", 0), "ci": f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "",
-               "column": column or "", "judge": judge_note(name, m) or "",
+        row = {"task": name, "metric": entry["primary_metric"], "value": " ".join(filter(None, (shown, judged))),
+               "n": m.get("n_docs", ""), "errors": m.get("n_errors", 0), "ci": interval, "column": column or "",
+               "judge": judge_note(name, m) or "",
                "mark": judge_note(name, m) is not None and not protocol_judge(name, m)}
         for size, key in (("7", "LLaVA-1.5-7B"), ("13", "LLaVA-1.5-13B")):
             ref = paper[key].get(column) if column else None
             ref = None if ref is None or (isinstance(ref, float) and math.isnan(ref)) else float(ref)
             row[f"p{size}"] = _fmt(ref, 1)
-            row[f"d{size}"] = f"{value - ref:+.2f}" if ref is not None and isinstance(value, int | float) else ""
+            row[f"d{size}"] = f"{value - ref:+.2f}" if ref is not None and value is not None else ""
         rows.append(row)
     return rows
+
+
+def sample_state(item: dict, judged_task: bool, has_verdict: bool, scored_here: bool = True) -> str:
+    """How the report shows a sample: `fail` (score 0, or no answer at all), `partial` (0 < score < 1: VQA credit
+    from some annotators), `pass`, `unjudged` / `judged` (a judged task's answer without / with a verdict: its
+    item carries no score of its own) or `unscored` (the evaluation server scores the split, as the run's table
+    says, even where these rows carry answers)."""
+    if item["prediction"] is None:
+        return "fail"
+    if judged_task:
+        return "judged" if has_verdict else "unjudged"
+    score = item["score"]
+    if score is None or not scored_here:
+        return "unscored"
+    return "pass" if score >= 1 else "partial" if score > 0 else "fail"
 
 
 def _thumbnail(value, root) -> str | None:
@@ -85,11 +108,9 @@ def _task_section(run_dir: Path, name: str, max_samples: int) -> dict:
     items = run.read_items(name)
     prompts = {k: r.get("prompt", "") for k, r in run.prediction_rows(name).items()}
     verdicts = {doc_id: row for (doc_id, _), row in run.read_verdicts(name).items()}
-
-    def failed(item) -> bool:
-        return item["score"] is None or item["score"] < 1
-
-    order = sorted(range(len(items)), key=lambda i: (not failed(items[i]), i))[:max_samples]
+    scored_here = (run.entry(name) or {}).get("scored_locally", True)
+    states = [sample_state(x, task.needs_judge, x["question_id"] in verdicts, scored_here) for x in items]
+    order = sorted(range(len(items)), key=lambda i: (ORDER.index(states[i]), i))[:max_samples]
     options = run.task_data_options(name)
     root = image_root(options["data"], options["data_root"])
     try:
@@ -103,20 +124,26 @@ def _task_section(run_dir: Path, name: str, max_samples: int) -> dict:
         if docs is not None and i < len(docs):
             values = task.image_values(docs[i])
             thumb = _thumbnail(values[0], root) if values else None
-        verdict = verdicts.get(item["question_id"], {})
-        samples.append({"id": item["question_id"], "thumb": thumb, "prompt": prompts.get(item["question_id"], ""),
+        samples.append({"id": item["question_id"], "anchor": f"{name}-{quote(str(item['question_id']), safe='')}",
+                        "thumb": thumb, "prompt": prompts.get(item["question_id"], ""),
                         "output": "" if item["prediction"] is None else item["prediction"],
                         "parsed": "" if item["parsed"] is None else item["parsed"], "gold": item["gold"],
-                        "score": _fmt(item["score"]), "failed": failed(item),
-                        "judge": verdict.get("raw", "")})
+                        "score": _score_text(item, states[i]), "state": states[i],
+                        "judge": verdicts.get(item["question_id"], {}).get("raw", "")})
     return {"name": name, "samples": samples, "shown": len(samples), "total": len(items),
-            "failures": sum(failed(x) for x in items), "judged": bool(verdicts)}
+            "counts": {state: states.count(state) for state in ORDER if state in states}, "judged": bool(verdicts)}
+
+
+def _score_text(item: dict, state: str) -> str:
+    if state in UNSCORED:
+        return UNSCORED[state]
+    return _fmt(item["score"]) or ("no answer" if item["prediction"] is None else "")
 
 
 def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500) -> Path:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from .leaderboard import prompts_label
+    from .leaderboard import SYNTHETIC, prompts_label
     from .rundir import RunDir
 
     run = RunDir(run_dir)
@@ -127,7 +154,7 @@ def write_report(run_dir: Path, out: Path | None = None, max_samples: int = 500)
     html = env.get_template("report.html.jinja").render(
         model=config.get("model"), prompts=prompts_label(config), data=config.get("data"), limit=config.get("limit"),
         started=config.get("started"), commit=config.get("git_commit"),
-        synthetic=config.get("data") == "synthetic", summary=_summary(results), agreement=_agreement(run),
+        synthetic=SYNTHETIC in run.data_sources(), summary=_summary(results), agreement=_agreement(run),
         tasks=[_task_section(run_dir, n, max_samples) for n in results
                if run.has_items(n)])
     out = out or run_dir / "report.html"

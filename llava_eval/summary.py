@@ -1,6 +1,6 @@
 """The tables the commands print: one line per task for `run` and `rescore` (the primary metric with its
 interval, n, and what is missing: image errors, unanswered docs, a judge's verdict), and the two-run table of
-`compare`.
+`compare`. The report's summary shows each task's metric through the same `score_parts`.
 """
 
 from __future__ import annotations
@@ -19,21 +19,27 @@ def format_row(entry: dict) -> str:
 
 
 def _shown(entry: dict) -> str:
+    return " ".join(part for part in score_parts(entry) if part)
+
+
+def score_parts(entry: dict) -> tuple[str, str, str]:
+    """A task's primary metric as the run's table and the report show it: (the value, or why there is none; its
+    95% interval or ""; "(judged)" for a judge's number or "")."""
     m = entry["metrics"]
     if m.get("status") == NO_SCOREABLE_ROWS:
-        return f"no scoreable rows ({m.get('n_errors', 0)} image errors)"
+        return f"no scoreable rows ({m.get('n_errors', 0)} image errors)", "", ""
     if m.get("status") == INCOMPLETE and "n_unanswered" in m:
-        return f"no score ({m['n_unanswered']} unanswered)"
+        return f"no score ({m['n_unanswered']} unanswered)", "", ""
     if entry.get("judged_stale"):
-        return "needs re-judging (answers changed)"
+        return "needs re-judging (answers changed)", "", ""
     if not entry["scored_locally"] and not entry.get("judged"):
-        return "n/a (server/judge)"
+        return "n/a (server/judge)", "", ""
     value = m.get(entry["primary_metric"])
     if not isinstance(value, int | float) or math.isnan(value):
-        return "no score (judging incomplete)" if entry.get("judged") else "nan"
+        return ("no score (judging incomplete)" if entry.get("judged") else "nan"), "", ""
     ci = m.get("ci95")
-    return f"{value:.2f}" + (f" [{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "") + (
-        " (judged)" if entry.get("judged") else "")
+    return (f"{value:.2f}", f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "",
+            "(judged)" if entry.get("judged") else "")
 
 
 def compare_lines(rows: list[dict], run_a, run_b) -> list[str]:

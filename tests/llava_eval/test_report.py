@@ -137,3 +137,112 @@ def test_page_renders_something_visible(report, tmp_path):
     image = Image.open(shot).convert("L")
     lo, hi = image.getextrema()
     assert image.size == (1200, 900) and hi - lo > 100  # text on a background, not a blank page
+
+
+# ---- what a run with every kind of sample shows -------------------------------------------------------------
+LONG = "Triangle" + "O" * 2000  # a degenerate answer running to the token cap, with no place to break
+
+
+class Counting:
+    """Answers "3" to counting questions (full VQA credit where most annotators said 3, partial where some did)
+    and a 2,000-character unbroken answer to everything else."""
+
+    def generate(self, requests):
+        return ["3" if "How many" in r.messages[-1].text else LONG for r in requests]
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """A run with partial VQA credit (vqav2_val), answers nobody judged (llava_bench, whose doc ids 0, 1, ... are
+    vqav2_val's too), a split only the server scores (vizwiz_test) and a plain task (pope); the table it printed."""
+    if BROWSER is None:
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    out = tmp_path_factory.mktemp("mixed") / "run"
+    printed = []
+    run(Counting(), ["vqav2_val", "llava_bench", "vizwiz_test", "pope"], out, model_id="counting", limit=6,
+        batch_size=6, echo=printed.append, model_fp="c", progress=False)
+    return out, write_report(out), printed
+
+
+PROBE = """<script>
+document.body.insertAdjacentHTML("beforeend", "<pre id=probe></pre>");
+var root = document.documentElement;
+document.getElementById("probe").textContent = JSON.stringify({
+  scrollWidth: root.scrollWidth, clientWidth: root.clientWidth,
+  ids: Array.from(document.querySelectorAll("[id]"), function (e) { return e.id; }),
+  samples: Array.from(document.querySelectorAll("tr.sample"), function (r) {
+    return {id: r.id, task: r.closest("section").id, state: r.className.split(" ")[1],
+            hidden: r.style.display === "none", score: r.querySelector("td.score").textContent}; }),
+  summary: Array.from(document.querySelectorAll("#summary tbody tr"), function (r) {
+    return Array.from(r.cells, function (c) { return c.textContent.trim(); }); })});
+</script></body>"""
+
+
+def _probe(path, tmp_path, fragment=""):
+    """The rendered page measured in a 1385 px wide window: its widths, every element id, each sample row's
+    state, visibility and score cell, and the summary cells (the probe script runs after the page's own)."""
+    probed = tmp_path / "probed.html"
+    probed.write_text(path.read_text(encoding="utf-8").replace("</body>", PROBE), encoding="utf-8")
+    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1385,900",
+           "--virtual-time-budget=3000", "--dump-dom", probed.as_uri() + fragment]
+    html = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', html, re.S)
+    import html as entities
+
+    return json.loads(entities.unescape(found.group(1)))
+
+
+def test_a_long_unbroken_answer_does_not_widen_the_page(mixed, tmp_path):
+    _, path, _ = mixed
+    assert LONG in path.read_text()  # shown in full, wrapped
+    page = _probe(path, tmp_path)
+    assert page["scrollWidth"] <= page["clientWidth"] + 2, page
+
+
+def test_unjudged_answers_say_not_judged_and_are_not_failures(mixed, tmp_path):
+    _, path, _ = mixed
+    page, filtered = _probe(path, tmp_path), _probe(path, tmp_path, "#failures")
+    bench = [s for s in page["samples"] if s["task"] == "task-llava_bench"]
+    assert len(bench) == 6 and all(s["state"] == "unjudged" and s["score"] == "not judged" for s in bench)
+    assert all(s["hidden"] for s in filtered["samples"] if s["task"] == "task-llava_bench")
+
+
+def test_partial_vqa_credit_is_its_own_state_not_a_failure(mixed, tmp_path):
+    out, path, _ = mixed
+    items = {str(x["question_id"]): x["score"] for x in map(json.loads, (out / "vqav2_val" / "items.jsonl").open())}
+    assert any(0 < score < 1 for score in items.values())  # the fixture really has partial credit
+    page, filtered = _probe(path, tmp_path), _probe(path, tmp_path, "#failures")
+    vqa = {s["id"].removeprefix("vqav2_val-"): s for s in page["samples"] if s["task"] == "task-vqav2_val"}
+    assert {k: s["state"] for k, s in vqa.items()} == {
+        k: "pass" if v == 1 else "partial" if v > 0 else "fail" for k, v in items.items()}
+    hidden = {s["id"]: s["hidden"] for s in filtered["samples"]}
+    assert all(hidden[s["id"]] == (s["state"] != "fail") for s in vqa.values())
+    assert any(s["state"] == "fail" for s in vqa.values())
+
+
+def test_element_ids_are_unique_across_tasks(mixed, tmp_path):
+    _, path, _ = mixed
+    page = _probe(path, tmp_path)
+    assert len(page["ids"]) == len(set(page["ids"]))
+    ids = {s["id"] for s in page["samples"]}
+    assert {"vqav2_val-0", "llava_bench-0"} <= ids  # the same doc id in two tasks: two anchors
+    assert all(s["id"].startswith(s["task"].removeprefix("task-") + "-") for s in page["samples"])
+
+
+def test_summary_shows_what_the_run_printed(mixed, tmp_path):
+    _, path, printed = mixed
+    lines = {line.split()[0]: line for line in printed}
+    rows = {cells[0]: cells for cells in _probe(path, tmp_path)["summary"]}
+    assert set(rows) == set(lines) == {"vqav2_val", "llava_bench", "vizwiz_test", "pope"}
+    for task, cells in rows.items():
+        value, interval = cells[2], cells[3]
+        assert f"{value} {interval}".strip() in lines[task], (cells, lines[task])
+    assert rows["vizwiz_test"][2] == "n/a (server/judge)" and rows["vizwiz_test"][8] == ""  # no paper delta
+    assert rows["llava_bench"][2] == "n/a (server/judge)"
+
+
+def test_a_synthetic_run_is_labelled_as_such(mixed, tmp_path):
+    _, path, _ = mixed
+    html = _dom(path)
+    assert 'id="synthetic-banner"' in html and "not comparable with the paper" in html
+    assert "(synthetic data)" in html
