@@ -23,13 +23,14 @@ def leaderboard(run_dirs, out_file, with_paper, markdown_file, plot_file):
 
     from . import leaderboard as lb
     from .errors import check_output
+    from .summary import counted
 
     for path, option in ((out_file, "--out"), (markdown_file, "--markdown"), (plot_file, "--plot")):
         if path:
             check_output(path, option)
     frame = lb.table(run_dirs, with_paper=with_paper)
     frame.to_csv(out_file, index=False)
-    click.echo(f"wrote {out_file} ({len(run_dirs)} runs{', with the paper rows' if with_paper else ''})")
+    click.echo(f"wrote {out_file} ({counted(len(run_dirs), 'run')}{', with the paper rows' if with_paper else ''})")
     if markdown_file:
         Path(markdown_file).write_text(lb.to_markdown(frame), encoding="utf-8")
         click.echo(f"wrote {markdown_file}")

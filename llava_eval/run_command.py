@@ -16,6 +16,7 @@ from .judge.run import judged_tasks
 from .options import JudgeOptions, ModelOptions, RunOptions, take
 from .rundir import CONFIG, INCOMPLETE, RunDir
 from .shard import Shard, shard_from_env
+from .summary import counted
 
 
 def run_command(params: dict, load) -> None:
@@ -30,7 +31,7 @@ def run_command(params: dict, load) -> None:
         with RunDir(options.out).lock():  # a directory a live run or judge holds is refused before the model loads
             pass
     answerer = load(options, shard)
-    say(f"model {answerer.model_id} (fingerprint {answerer.fingerprint}); {len(options.tasks)} tasks; data "
+    say(f"model {answerer.model_id} (fingerprint {answerer.fingerprint}); {counted(len(options.tasks), 'task')}; data "
         f"{options.data}; run directory {options.out}" + (f"; {shard.world} processes" if shard.world > 1 else ""))
     results = _answer_and_score(answerer, options, shard, docs, say)
     if shard.main:

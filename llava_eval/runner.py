@@ -263,17 +263,16 @@ def _run_tasks(answerer: Answerer, options: RunOptions, docs: dict, echo, shard:
     run = RunDir(options.out)
     results = run.results()
     disable = None if options.progress is None else not options.progress
-    suite = tqdm(total=len(options.tasks), desc="suite", unit="task", position=0, disable=disable, leave=False)
-    bar = tqdm(total=0, unit="q", position=1, disable=disable, leave=False, dynamic_ncols=True)
+    # One bar (questions of the current task, its place in the suite in the description): nested bars move the
+    # cursor up with ESC[A, which leaves stray lines on terminals that wrap or do not honour it.
+    bar = tqdm(total=0, unit="q", disable=disable, leave=False, dynamic_ncols=True)
     try:
-        for name in options.tasks:
-            bar.set_description(name)
+        for number, name in enumerate(options.tasks, 1):
+            bar.set_description(f"{name} ({number}/{len(options.tasks)})" if len(options.tasks) > 1 else name)
             results = run.record(name, _run_task(answerer, options, get_task(name), docs[name], bar, shard))
-            suite.update(1)
-            (tqdm.write if not suite.disable else echo)(format_row(results[name]))
+            (tqdm.write if not bar.disable else echo)(format_row(results[name]))
     finally:
         bar.close()
-        suite.close()
     return results
 
 

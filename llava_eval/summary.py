@@ -10,6 +10,11 @@ import math
 from .rundir import INCOMPLETE, NO_SCOREABLE_ROWS
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 task`, `2 tasks`: a count with its noun in the right number."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_row(entry: dict) -> str:
     m = entry["metrics"]
     flags = [] if m.get("status") in (NO_SCOREABLE_ROWS, INCOMPLETE) else [f"{m[key]} {label}" for key, label in (
