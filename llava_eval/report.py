@@ -52,6 +52,7 @@ def _summary(results: dict) -> list[dict]:
         m = entry["metrics"]
         shown, interval, judged = score_parts(entry)  # what `llava-eval run` printed for the task
         value = m.get(entry["primary_metric"])
+        # compared with the paper only where the table shows a number (not "n/a (server/judge)", "nan", ...)
         value = value if isinstance(value, int | float) and shown == f"{value:.2f}" else None
         column = _column_of(name)
         row = {"task": name, "metric": entry["primary_metric"], "value": " ".join(filter(None, (shown, judged))),
