@@ -34,6 +34,7 @@ from .inflight import Dispatcher, Refused, Retry, SetupError, Window
 NAME = "served"
 MODES = ("chat", "generate")
 PATHS = {"chat": "/chat/completions", "generate": "/generate"}
+WIDE_WINDOW = 16  # in-flight requests from which image encoding moves to worker processes
 
 
 def check_endpoint(base_url: str | None, api_key_env: str | None) -> None:
@@ -56,6 +57,14 @@ def check_endpoint(base_url: str | None, api_key_env: str | None) -> None:
                         "The value given is not shown")
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.query or parts.fragment:
         raise UserError(f"--model-base-url {base_url!r} must be http(s)://HOST[:PORT][/PATH] without a query")
+
+
+def encoding_processes(options: BackendOptions) -> int:
+    """Processes that prepare and encode the images: none for a small window (tests, a rate-limited API: the
+    requests' threads have CPU to spare), else one per two cores, at most four."""
+    if options.max_in_flight < WIDE_WINDOW:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def public_url(base_url: str) -> str:
@@ -150,7 +159,7 @@ class ServedBackend:
         self.model, self.mode = model, options.served_mode
         self.template = get_template(options.template or "vicuna_v1")
         self.image_mode = options.image_mode or "pad"
-        self.encoder = ImageEncoder(options.image_size or DEFAULT_IMAGE_SIZE)
+        self.encoder = ImageEncoder(options.image_size or DEFAULT_IMAGE_SIZE, processes=encoding_processes(options))
         self.endpoint = endpoint or Endpoint(options.base_url, options.api_key_env, options.request_timeout)
         self.window = Window(options.max_in_flight)
         self.dispatcher = Dispatcher(self.window, options.request_retries)
