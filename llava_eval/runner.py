@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,15 +59,27 @@ class Answerer:
 
 
 def build_requests(task: Task, docs: Docs, indices, data_root: Path | None):
-    """Requests for the docs at `indices`; unreadable images become (doc id, reason) errors."""
+    """Requests for the docs at `indices`; unreadable images become (doc id, reason) errors. Rows that name
+    the same image (the same file, or equal bytes) share one decoded image: it is read, decoded and later
+    hashed once for all the questions on it."""
     from llava_model.errors import ImageError
     from llava_model.preprocess import load_image
+
+    decoded: dict = {}
+
+    def load(value):
+        source = resolve_image(value, data_root)
+        if not isinstance(source, str | bytes):
+            return load_image(source)
+        if source not in decoded:
+            decoded[source] = load_image(source)
+        return decoded[source]
 
     requests, errors = [], []
     for index in indices:
         doc = docs[index]
         try:
-            images = tuple(load_image(resolve_image(v, data_root)) for v in task.image_values(doc))
+            images = tuple(load(v) for v in task.image_values(doc))
         except (ImageError, TaskError) as exc:
             errors.append((task.doc_id(doc, index), str(exc)))
             continue
@@ -145,28 +160,24 @@ def generate_task(task: Task, docs: Docs, answerer: Answerer, options: RunOption
     chunks = [todo[start:start + step] for start in range(0, len(todo), step)]
     # The next chunk's images are read and decoded in a background thread while the model answers this one.
     prefetch = ThreadPoolExecutor(max_workers=1)
-    pending = prefetch.submit(build_requests, task, docs, chunks[0], options.image_root) if chunks else None
-    try:
+    built: deque = deque()  # (chunk, requests, errors) handed to the model, oldest first
+
+    def request_chunks():
+        pending = prefetch.submit(build_requests, task, docs, chunks[0], options.image_root) if chunks else None
         for number, chunk in enumerate(chunks):
             requests, errors = pending.result()
             if number + 1 < len(chunks):
                 pending = prefetch.submit(build_requests, task, docs, chunks[number + 1], options.image_root)
-            texts = answerer.model.generate(requests) if requests else []
-            index_of = {task.doc_id(light[i], i): i for i in chunk}
-            lines = []
-            for request, text in zip(requests, texts, strict=True):
-                if isinstance(text, Unanswered):  # never an empty answer: asked again on the next run
-                    lines.append({"question_id": request.doc_id, "missing": text.reason, "task": task.name})
-                    continue
-                fp = dict(expected, prompt=prompt_fp(task, light[index_of[request.doc_id]]),
-                          image=image_fingerprint(request.images))
-                lines.append({"question_id": request.doc_id, "prompt": request.messages[-1].text, "text": text,
-                              "model_id": answerer.model_id, "task": task.name, "task_version": task.version,
-                              "fp": fp})
-            lines += [{"question_id": d, "error": e, "task": task.name} for d, e in errors]
-            out.write(lines)
-            if progress is not None:
-                progress.update(len(chunk))
+            built.append((chunk, requests, errors))
+            yield requests
+
+    try:
+        with closing(answer_chunks(answerer.model, request_chunks())) as answers:
+            for texts in answers:
+                chunk, requests, errors = built.popleft()
+                out.write(answer_lines(task, light, answerer, expected, chunk, requests, texts, errors))
+                if progress is not None:
+                    progress.update(len(chunk))
     finally:
         prefetch.shutdown(wait=True, cancel_futures=True)
         out.close()
@@ -174,6 +185,37 @@ def generate_task(task: Task, docs: Docs, answerer: Answerer, options: RunOption
     if shard.main and shard.world > 1:
         merge_rank_files(run, task.name)
     return len(missing)
+
+
+def answer_chunks(model: Model, request_chunks: Iterator[list]) -> Iterator[list]:
+    """The model's answers to each chunk of requests, in order. A backend with `generate_stream` (served) gets
+    the chunks as a stream and keeps working on the next while this one's answers are written; a crash then
+    loses at most two chunks, asked again on the rerun."""
+    stream = getattr(model, "generate_stream", None)
+    if stream is not None:
+        yield from stream(request_chunks)
+        return
+    for requests in request_chunks:
+        yield model.generate(requests) if requests else []
+
+
+def answer_lines(task: Task, light: Docs, answerer: Answerer, expected: dict, chunk: list, requests: list,
+                 texts: list, errors: list) -> list[dict]:
+    """The answer file's lines for one chunk: answers with their fingerprints, missing answers, image errors."""
+    index_of = {task.doc_id(light[i], i): i for i in chunk}
+    image_fps: dict = {}  # the questions on one image share its decoded object: hashed once
+    lines = []
+    for request, text in zip(requests, texts, strict=True):
+        if isinstance(text, Unanswered):  # never an empty answer: asked again on the next run
+            lines.append({"question_id": request.doc_id, "missing": text.reason, "task": task.name})
+            continue
+        images = tuple(id(image) for image in request.images)
+        if images not in image_fps:
+            image_fps[images] = image_fingerprint(request.images)
+        fp = dict(expected, prompt=prompt_fp(task, light[index_of[request.doc_id]]), image=image_fps[images])
+        lines.append({"question_id": request.doc_id, "prompt": request.messages[-1].text, "text": text,
+                      "model_id": answerer.model_id, "task": task.name, "task_version": task.version, "fp": fp})
+    return lines + [{"question_id": d, "error": e, "task": task.name} for d, e in errors]
 
 
 def score_task(task: Task, rows: list[dict], run: RunDir, allow_missing: float = 0.0) -> dict:

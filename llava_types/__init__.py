@@ -87,7 +87,9 @@ class Model(Protocol):
 class Backend(Model, Protocol):
     """A model as `--model` names it: answers requests and says what a run records about it. The runner
     hands a backend `chunk_size` requests at a time (each chunk's answers are saved before the next);
-    a bare `Model` gets the run's batch size."""
+    a bare `Model` gets the run's batch size. A backend that also has `generate_stream(chunks)` (an iterator
+    of each chunk's answers, in order) gets the chunks as a stream, to work on the next one while the runner
+    saves this one's answers."""
 
     source: str  # the model id written with every answer (a checkpoint directory, `preset:tiny`, ...)
     chunk_size: int

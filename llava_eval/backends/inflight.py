@@ -8,11 +8,13 @@ stops everything. Jobs start in the order given, so a server's prefix cache sees
 
 from __future__ import annotations
 
+import itertools
 import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from llava_types import Unanswered, UserError
 
@@ -75,6 +77,16 @@ class Window:
             self.paused_until = max(self.paused_until, self.clock() + retry_after)
 
 
+class _Batch:
+    """One batch of jobs in a stream: its results, and when the last of them is in."""
+
+    def __init__(self, jobs: Sequence):
+        self.jobs, self.results, self.left = jobs, [None] * len(jobs), len(jobs)
+        self.done = threading.Event()
+        if not jobs:
+            self.done.set()
+
+
 class Dispatcher:
     """Runs `call(job)` for every job on up to `window.limit` daemon threads (daemons: Ctrl-C is not held up
     by requests still in flight), each job tried `retries + 1` times."""
@@ -87,37 +99,69 @@ class Dispatcher:
     def run(self, jobs: Sequence, call: Callable, prepare: Callable | None = None) -> list:
         """Results in job order: `call(prepare(job))`, or `Unanswered` with the last failure's reason. `prepare`
         (building a request body, encoding its images) runs once per job, outside the window."""
-        results: list = [None] * len(jobs)
+        results = self.stream([jobs], call, prepare)
+        try:
+            return next(results)
+        finally:
+            results.close()
+
+    def stream(self, batches: Iterable[Sequence], call: Callable, prepare: Callable | None = None,
+               ahead: int = 1) -> Iterator[list]:
+        """`run` over each batch, the results yielded batch by batch in order, while up to `ahead` later batches
+        are already queued: the window stays full across a batch's end (its last requests and the caller's work
+        on its results overlap the next batch's first requests). A batch is taken from `batches` only when
+        there is room for it ahead."""
         todo: queue.SimpleQueue = queue.SimpleQueue()
-        for index in range(len(jobs)):
-            todo.put(index)
         stop = threading.Event()
         fatal: list[BaseException] = []
+        threads: list[threading.Thread] = []
 
         def work() -> None:
             while not stop.is_set():
-                try:
-                    index = todo.get_nowait()
-                except queue.Empty:
+                item = todo.get()
+                if item is None:
                     return
+                batch, index = item
                 try:
-                    results[index] = self._one(prepare(jobs[index]) if prepare else jobs[index], call)
+                    job = batch.jobs[index]
+                    batch.results[index] = self._one(prepare(job) if prepare else job, call)
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
                     fatal.append(exc)
                     stop.set()
+                    return
+                with lock:
+                    batch.left -= 1
+                    if not batch.left:
+                        batch.done.set()
 
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(min(self.window.limit, len(jobs)))]
+        lock, pending, source = threading.Lock(), deque(), iter(batches)
+        queued = 0
+
+        def submit() -> None:
+            nonlocal queued
+            for jobs in itertools.islice(source, 1 + ahead - len(pending)):
+                batch = _Batch(jobs)
+                pending.append(batch)
+                for index in range(len(jobs)):
+                    todo.put((batch, index))
+                queued += len(jobs)
+                while len(threads) < min(self.window.limit, queued):
+                    threads.append(threading.Thread(target=work, daemon=True))
+                    threads[-1].start()
+
         try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(timeout=0.5)
+            submit()
+            while pending:
+                while not pending[0].done.wait(timeout=0.1) and not fatal:
+                    pass
+                if fatal:
+                    raise fatal[0]
+                yield pending.popleft().results
+                submit()
         finally:
-            stop.set()  # Ctrl-C: no new request starts; those in flight end with the process
-        if fatal:
-            raise fatal[0]
-        return results
+            stop.set()  # Ctrl-C or an error: no new request starts; those in flight end with the process
+            for _ in threads:
+                todo.put(None)
 
     def _one(self, job, call):
         delay, reason = self.backoff, ""

@@ -5,29 +5,41 @@
     DIR             the backend that claims the architecture in DIR/config.json (model_type, architectures)
 
 Anything else is one error line that lists what is valid. Adding a backend: one module with its
-`BackendEntry` and one line in `BACKENDS`. Reference: torchtune's literal builder dicts.
+`BackendEntry` and one line in `BACKENDS`. Reference: torchtune's literal builder dicts. A backend's module is
+imported when its entry is first used: `served:NAME` never imports torch (a second and a half of startup).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import reprlib
+from collections import UserDict
 from pathlib import Path
 
-from llava_model.checkpoint_files import checkpoint_config
 from llava_model.errors import CheckpointError
 from llava_types import Backend, UserError
 
-from . import llava, llava_next, served, transformers_vlm, vllm_engine
 from .entry import BackendEntry, BackendOptions
 
-BACKENDS: dict[str, BackendEntry] = {
-    llava.NAME: llava.ENTRY,
-    llava_next.NAME: llava_next.ENTRY,
-    transformers_vlm.NAME: transformers_vlm.ENTRY,
-    served.NAME: served.ENTRY,
-    vllm_engine.NAME: vllm_engine.ENTRY,
-}
+
+class LazyEntries(UserDict):
+    """Backend name -> its `BackendEntry`; a value given as a module name is imported on first access."""
+
+    def __getitem__(self, name: str) -> BackendEntry:
+        value = self.data[name]
+        if isinstance(value, str):
+            value = self.data[name] = importlib.import_module(value, __package__).ENTRY
+        return value
+
+
+BACKENDS: LazyEntries = LazyEntries({
+    "llava": ".llava",
+    "llava-next": ".llava_next",
+    "transformers": ".transformers_vlm",
+    "served": ".served",
+    "vllm": ".vllm_engine",
+})
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9_.+-]*):(.*)", re.DOTALL)
 
@@ -66,6 +78,8 @@ def resolve(model: str) -> tuple[str, str]:
 def by_architecture(path: Path) -> str:
     """The backend that claims the checkpoint in `path` by its config.json. No code a checkpoint ships runs,
     whichever backend would load it."""
+    from llava_model.checkpoint_files import checkpoint_config
+
     config_file, config = checkpoint_config(path)
     for name, entry in BACKENDS.items():
         if entry.claims(config):

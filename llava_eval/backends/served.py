@@ -17,6 +17,8 @@ import http.client
 import json
 import os
 import ssl
+from collections import deque
+from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit
 
 from llava_model.conversation import get_template, render
@@ -32,6 +34,7 @@ from .inflight import Dispatcher, Refused, Retry, SetupError, Window
 NAME = "served"
 MODES = ("chat", "generate")
 PATHS = {"chat": "/chat/completions", "generate": "/generate"}
+WIDE_WINDOW = 16  # in-flight requests from which image encoding moves to worker processes
 
 
 def check_endpoint(base_url: str | None, api_key_env: str | None) -> None:
@@ -54,6 +57,14 @@ def check_endpoint(base_url: str | None, api_key_env: str | None) -> None:
                         "The value given is not shown")
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.query or parts.fragment:
         raise UserError(f"--model-base-url {base_url!r} must be http(s)://HOST[:PORT][/PATH] without a query")
+
+
+def encoding_processes(options: BackendOptions) -> int:
+    """Processes that prepare and encode the images: none for a small window (tests, a rate-limited API: the
+    requests' threads have CPU to spare), else one per two cores, at most four."""
+    if options.max_in_flight < WIDE_WINDOW:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def public_url(base_url: str) -> str:
@@ -148,7 +159,7 @@ class ServedBackend:
         self.model, self.mode = model, options.served_mode
         self.template = get_template(options.template or "vicuna_v1")
         self.image_mode = options.image_mode or "pad"
-        self.encoder = ImageEncoder(options.image_size or DEFAULT_IMAGE_SIZE)
+        self.encoder = ImageEncoder(options.image_size or DEFAULT_IMAGE_SIZE, processes=encoding_processes(options))
         self.endpoint = endpoint or Endpoint(options.base_url, options.api_key_env, options.request_timeout)
         self.window = Window(options.max_in_flight)
         self.dispatcher = Dispatcher(self.window, options.request_retries)
@@ -158,9 +169,11 @@ class ServedBackend:
     def prompt(self, request: Request) -> str:
         return render(self.template, request.messages, add_generation_prompt=True)
 
-    def body(self, request: Request) -> dict:
+    def body(self, request: Request, keys: tuple = ()) -> dict:
+        """The request's JSON body; `keys`: its images' `ImageEncoder.key`s when already known."""
         mode = request.image_mode or self.image_mode
-        urls = [self.encoder.url(image, mode) for image in request.images]
+        keys = keys or (None,) * len(request.images)
+        urls = [self.encoder.url(image, mode, key) for image, key in zip(request.images, keys, strict=True)]
         cap = request.settings.max_new_tokens
         if self.mode == "generate":
             return {"text": self.prompt(request), "image_data": urls,
@@ -172,16 +185,41 @@ class ServedBackend:
         return answer_text(self.endpoint.post(PATHS[self.mode], body), self.mode)
 
     def generate(self, requests: list[Request]) -> list[str | Unanswered]:
-        # The questions on one image go out next to each other (in order of first appearance), so the server's
-        # prefix cache holds an image while its questions arrive.
-        requests = [with_pil_images(request) for request in requests]
-        first: dict = {}
-        group = [first.setdefault(_look(request), index) for index, request in enumerate(requests)]
-        order = sorted(range(len(requests)), key=lambda index: (group[index], index))
-        answers = self.dispatcher.run([requests[i] for i in order], self.ask, prepare=self.body)
-        out: list = [None] * len(requests)
-        for position, index in enumerate(order):
-            out[index] = answers[position]
+        return next(iter(self.generate_stream([requests])))
+
+    def generate_stream(self, chunks: Iterable[list[Request]]) -> Iterator[list[str | Unanswered]]:
+        """Each chunk's answers in request order, chunk by chunk, the next chunk's requests already going out
+        while the caller stores this one's answers (the window stays full across chunks)."""
+        orders: deque = deque()
+
+        def jobs():
+            for requests in chunks:
+                requests = [with_pil_images(request) for request in requests]
+                keys = self._image_keys(requests)
+                # The questions on one image go out next to each other (in order of first appearance), so the
+                # server's prefix cache holds an image while its questions arrive.
+                first: dict = {}
+                group = [first.setdefault(key, index) for index, key in enumerate(keys)]
+                order = sorted(range(len(requests)), key=lambda index: (group[index], index))
+                orders.append(order)
+                yield [(requests[i], keys[i]) for i in order]
+
+        for answers in self.dispatcher.stream(jobs(), self.ask, prepare=lambda job: self.body(*job)):
+            order, out = orders.popleft(), [None] * len(answers)
+            for position, index in enumerate(order):
+                out[index] = answers[position]
+            yield out
+
+    def _image_keys(self, requests: list[Request]) -> list[tuple]:
+        """Each request's image keys, each image object hashed once (the runner hands the questions on one
+        image the same object); equal keys mean equal pixels."""
+        known: dict[int, bytes] = {}  # by id(): the requests hold every image for the call's duration
+        out = []
+        for request in requests:
+            for image in request.images:
+                if id(image) not in known:
+                    known[id(image)] = self.encoder.key(image)
+            out.append(tuple(known[id(image)] for image in request.images))
         return out
 
     def probe(self) -> None:
@@ -202,17 +240,6 @@ class ServedBackend:
                 "served_mode": self.mode, "template": self.template.name, "image_mode": self.image_mode,
                 "preprocessing": describe_preprocessing(self.image_mode, self.encoder.size),
                 "max_in_flight": self.window.limit}
-
-
-def _look(request: Request) -> tuple:
-    """A cheap likeness of a request's images (size, mode and three rows of pixels), for ordering only: two
-    images that share it are merely sent next to each other; which image is sent is decided by its full hash."""
-    looks = []
-    for image in request.images:
-        width, height = image.size
-        rows = b"".join(image.crop((0, y, width, y + 1)).tobytes() for y in (0, height // 2, height - 1))
-        looks.append((image.mode, image.size, rows))
-    return tuple(looks)
 
 
 def open_served(model: str, options: BackendOptions) -> ServedBackend:

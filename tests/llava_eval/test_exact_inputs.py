@@ -64,3 +64,15 @@ def test_an_image_is_encoded_once_for_all_its_questions(monkeypatch):
     assert len(set(urls)) == 1 and len(calls) == 1
     assert encoder.url(first, "crop") != urls[0] and len(calls) == 2  # another preprocessing, another image
     assert decode(urls[0]).size == (336, 336)
+
+
+def test_worker_processes_encode_the_same_bytes_as_this_one():
+    images = [Image.new("RGB", (300, 120), (200, 30, 30)), Image.linear_gradient("L").resize((90, 200)),
+              Image.new("RGBA", (50, 50), (1, 2, 3, 4)), Image.new("P", (64, 32), 7)]
+    here, there = ImageEncoder(), ImageEncoder(processes=1)
+    try:
+        for image in images:
+            for mode in ("pad", "crop"):
+                assert there.url(image, mode) == here.url(image, mode)
+    finally:
+        there.close()

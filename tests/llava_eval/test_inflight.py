@@ -137,3 +137,44 @@ def test_images_given_as_paths_or_bytes_are_read_and_grouped_like_pil_images(tmp
     backend = ServedBackend("m", BackendOptions(base_url=endpoint.url, max_in_flight=1), endpoint=endpoint)
     assert backend.generate(requests) == ["q0", "q1", "q2", "q3"]
     assert len(backend.encoder._cache) == 2  # the three reds are one image
+
+
+def test_a_stream_starts_the_next_batch_while_a_batch_ends_and_yields_the_batches_in_order():
+    events, lock = [], threading.Lock()
+
+    def call(job):
+        with lock:
+            events.append(("start", job))
+        time.sleep(0.3 if job == 3 else 0.01)  # the first batch's last request is slow
+        with lock:
+            events.append(("end", job))
+        return job * 10
+
+    batches = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    out = list(Dispatcher(Window(4), retries=0).stream(batches, call))
+    assert out == [[0, 10, 20, 30], [40, 50, 60, 70], [80, 90]]
+    assert events.index(("start", 4)) < events.index(("end", 3))  # the window did not drain at the batch's end
+
+
+def test_a_stream_takes_a_batch_only_when_there_is_room_for_it():
+    taken = []
+
+    def batches():
+        for number in range(4):
+            taken.append(number)
+            yield [number]
+
+    stream = Dispatcher(Window(2), retries=0).stream(batches(), lambda job: job)
+    assert next(stream) == [0] and taken == [0, 1]  # one batch ahead of the one handed back
+    assert list(stream) == [[1], [2], [3]]
+
+
+def test_each_image_object_is_hashed_once_per_chunk():
+    red, blue = Image.new("RGB", (40, 40), "red"), Image.new("RGB", (40, 40), "blue")
+    requests = [Request(i, (Message(USER, f"<image>\nq{i}"),), (im,)) for i, im in enumerate([red, blue, red, red])]
+    backend = ServedBackend("m", BackendOptions(base_url=Recorder.url, max_in_flight=2), endpoint=Recorder())
+    hashed = []
+    key = backend.encoder.key
+    backend.encoder.key = lambda image: hashed.append(image) or key(image)
+    assert backend.generate(requests) == ["q0", "q1", "q2", "q3"]
+    assert len(hashed) == 2

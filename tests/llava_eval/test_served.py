@@ -64,10 +64,13 @@ def metrics(out: Path, task: str) -> dict:
     return json.loads((out / task / "metrics.json").read_text())["metrics"]
 
 
-@pytest.mark.parametrize("mode,path", [("chat", "/v1/chat/completions"), ("generate", "/generate")])
-def test_the_server_receives_the_protocols_exact_inputs(tmp_path, mode, path):
+@pytest.mark.parametrize("mode,path,window", [("chat", "/v1/chat/completions", "4"), ("generate", "/generate", "4"),
+                                              ("chat", "/v1/chat/completions", "16")], ids=["chat", "generate", "wide"])
+def test_the_server_receives_the_protocols_exact_inputs(tmp_path, mode, path, window):
+    """Also from 16 in flight, where worker processes encode the images."""
     with serve() as server:
-        result = run(server, tmp_path / "run", tasks="pope,scienceqa_img", limit="5", mode=mode)
+        result = run(server, tmp_path / "run", "--max-in-flight", window, tasks="pope,scienceqa_img", limit="5",
+                     mode=mode)
     assert result.exit_code == 0, result.output
     assert server.problems == []
     assert received(server) == expected_inputs("pope,scienceqa_img", 5)  # prompt bytes, pixels and token caps

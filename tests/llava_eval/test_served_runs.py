@@ -71,3 +71,16 @@ def test_two_runs_at_once_against_one_server_agree(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], results
     assert server.most_in_flight > 4  # the two runs' requests were in the server at the same time
     assert outcome(tmp_path / "a") == outcome(tmp_path / "b")
+
+
+def test_a_served_run_does_not_import_torch(tmp_path):
+    """A served run needs no deep-learning framework: its startup is not a second and a half of torch imports."""
+    script = ("import sys; from llava_eval.cli import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))")
+    with serve() as server:
+        done = subprocess.run([sys.executable, "-c", script, *arguments(server.url, tmp_path / "run")[:-1], "4"],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert len(outcome(tmp_path / "run")[0]) == int(LIMIT)
