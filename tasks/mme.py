@@ -86,6 +86,10 @@ class MME(Task):
     def gold_text(self, doc: dict) -> str:
         return doc["answer"].strip().capitalize()
 
+    def chance(self, docs: list[dict]) -> dict | None:
+        # Either constant answer gets acc 50 and acc+ 0 per subtask on MME's one-yes-one-no pairs: 500 over ten.
+        return self.constant_chance(docs, ("Yes", "No"))
+
     bootstrap_unit_name = "image (question pair)"
 
     def bootstrap_unit(self, doc: dict, index: int):
