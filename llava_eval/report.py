@@ -1,6 +1,7 @@
 """`llava-eval report RUN_DIR`: one static HTML file (no server, no external assets) with the summary table
 (metric, bootstrap interval, the paper's LLaVA-1.5 numbers and the differences, the judge of a judged number:
-a dagger marks a judge other than the protocol's, shown with its calibration offset) and, per task, the samples
+a dagger marks a judge other than the protocol's, shown with its calibration offset; the chance level; how many
+answers were empty or degenerate) and, per task, the samples
 with image thumbnail, prompt, raw output, parsed answer, gold, score and judge rationale, failures first and
 filterable to failures (open the file with `#failures` to start filtered).
 """
@@ -46,9 +47,12 @@ def _summary(results: dict) -> list[dict]:
         value = m.get(entry["primary_metric"])
         ci = m.get("ci95")
         column = _column_of(name)
+        chance = m.get("chance") or {}
         row = {"task": name, "metric": entry["primary_metric"], "value": _fmt(value), "n": m.get("n_docs", ""),
                "errors": m.get("n_errors", 0), "ci": f"[{ci['low']:.2f}, {ci['high']:.2f}]" if ci else "",
                "column": column or "", "judge": judge_note(name, m) or "",
+               "chance": _fmt(chance.get("value")), "chance_by": chance.get("answerer", ""),
+               "trouble": f"{m['n_empty']} / {m['n_degenerate']}" if "n_empty" in m else "",
                "mark": judge_note(name, m) is not None and not protocol_judge(name, m)}
         for size, key in (("7", "LLaVA-1.5-7B"), ("13", "LLaVA-1.5-13B")):
             ref = paper[key].get(column) if column else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from html.parser import HTMLParser
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from llava_eval.backends.entry import BackendEntry
 from llava_eval.backends.registry import BACKENDS
 from llava_eval.cli import main
+from llava_eval.report import write_report
 from llava_eval.runner import run
 from llava_eval.scoring import answer_counts
 from tasks.registry import SUITES
@@ -81,6 +83,41 @@ def test_every_row_of_the_locally_scored_suite_has_a_number_and_its_chance(tmp_p
     assert len(lines) == len(names)
     for name, line in zip(names, lines, strict=True):
         assert re.match(rf"{name}\s+\S+\s+\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]\s+chance\s+\d+\.\d\d\s+n=6", line), line
+
+
+class SummaryCells(HTMLParser):
+    """The text of each cell of the report's summary table, row by row."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.inside, self.cell = [], False, None
+
+    def handle_starttag(self, tag, attrs):
+        self.inside |= tag == "table" and dict(attrs).get("id") == "summary"
+        if self.inside and tag == "tr":
+            self.rows.append([])
+        if self.inside and tag == "td":
+            self.cell = ""
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self.cell is not None:
+            self.rows[-1].append(self.cell.strip())
+            self.cell = None
+        self.inside &= tag != "table"
+
+
+def test_the_report_summary_shows_the_chance_level_and_the_counts(tmp_path):
+    run(Scripted(["", "Yes", "No", RUNAWAY_O, " ", "Yes"]), ["pope"], tmp_path, model_id="scripted",
+        data="synthetic", limit=6, echo=lambda *_: None)
+    page = SummaryCells()
+    page.feed(write_report(tmp_path).read_text(encoding="utf-8"))
+    [pope] = [row for row in page.rows if row and row[0] == "pope"]
+    chance = json.loads((tmp_path / "pope" / "metrics.json").read_text())["metrics"]["chance"]["value"]
+    assert pope[-2:] == [f"{chance:.2f}", "2 / 1"], pope
 
 
 # ---- the command line ------------------------------------------------------------------------------------
