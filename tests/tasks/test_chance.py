@@ -31,16 +31,23 @@ def test_pope_chance_follows_the_rows_share_of_yes():
     assert chance("pope", docs)["value"] == pytest.approx(100 * (6 / 7 + 2 / 3) / 2)
 
 
-def mme_pair(category, image):
+def mme_pair(category, image, answers=("Yes", "No")):
     return [{"question_id": f"{category}/{image}.png", "question": f"{q} Please answer yes or no.", "answer": a,
-             "category": category} for q, a in (("Is there a circle?", "Yes"), ("Is there a square?", "No"))]
+             "category": category} for q, a in zip(("Is there a circle?", "Is there a square?"), answers, strict=True)]
 
 
-def test_mme_chance_is_a_constant_answer_on_every_pair():
-    # Per subtask acc 50 (one of the two questions right), acc+ 0 (never both): 50 per perception subtask.
+def test_mme_chance_on_yes_no_pairs_is_a_fair_coin():
+    # A constant answer: acc 50, acc+ 0 (never both right) = 50 per subtask. A coin: acc 50, acc+ 25 = 75.
     docs = mme_pair("existence", 1) + mme_pair("existence", 2) + mme_pair("count", 1)
-    found = chance("mme", docs)
-    assert found["value"] == pytest.approx(100.0) and found["answerer"] == 'always "Yes"'
+    assert chance("mme", docs) == {"value": pytest.approx(150.0),
+                                   "answerer": 'a fair coin, "Yes" or "No" (expected score)'}
+    assert get_task("mme").constant_chance(docs, ["Yes"])["value"] == pytest.approx(100.0)
+
+
+def test_mme_chance_on_rows_that_are_all_yes_is_always_yes():
+    # Always "Yes": acc 100 + acc+ 100 per subtask beats the coin's 75; cognition subtasks are not perception.
+    docs = mme_pair("existence", 1, ("Yes", "Yes")) + mme_pair("code_reasoning", 1, ("Yes", "Yes"))
+    assert chance("mme", docs) == {"value": pytest.approx(200.0), "answerer": 'always "Yes"'}
 
 
 def test_scienceqa_chance_is_one_over_the_options_of_each_row():
