@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -19,11 +21,12 @@ from llava_eval.cli import main
 from llava_eval.report import write_report
 from llava_eval.runner import run
 from llava_eval.scoring import answer_counts
-from tasks.registry import SUITES
+from tasks.registry import SUITES, get_task
 from tests.cli_checks import one_line_error
 from tests.fakes import Yes
 
 RUNAWAY_O = "Triangle" + "O" * 40
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 class Scripted:
@@ -184,3 +187,13 @@ def test_an_unwritable_output_file_is_refused_before_the_model_loads(toy, tmp_pa
                                            "--out", str(tmp_path / "run"), option, str(path)])
         one_line_error(result, option, fragment)
     assert toy == [] and not (tmp_path / "run").exists()
+
+
+def test_the_readmes_main_command_is_one_line_that_scores_every_row_and_writes_report_and_leaderboard():
+    block = README.read_text(encoding="utf-8").split("```bash\n", 1)[1].split("```", 1)[0]
+    assert block.count("\n") == 1, block  # one line: sets up and runs
+    args = shlex.split(block.split("&& llava-eval ", 1)[1])
+    context = main.commands["run"].make_context("run", args[1:])
+    assert args[0] == "run" and context.params["report"] and context.params["leaderboard"]
+    tasks = SUITES[context.params["suite"]]
+    assert all(get_task(n).scored_locally and not get_task(n).needs_judge for n in tasks), tasks
