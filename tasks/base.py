@@ -1,7 +1,8 @@
 """What every benchmark module provides: its data contract (hub source, row schema, doc-id rule), the
 request for a row (prompt bytes, images, token cap, preprocessing), answer parsing, per-item scores,
-aggregation, the chance level (a trivial answerer's score), synthetic rows and, where a server scores the split, a submission file; and the readers of
-the original LLaVA eval files (JSON, JSON lines), which refuse a bad file with one error naming file and line.
+aggregation, the chance level (a trivial answerer's score), synthetic rows and, where a server scores the
+split, a submission file; and the readers of the original LLaVA eval files (JSON, JSON lines), which refuse
+a bad file with one error naming file and line.
 
 Tasks build requests and score text; they never import torch or the model.
 """
