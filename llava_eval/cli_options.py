@@ -126,6 +126,11 @@ def run_options(fn):
         click.option("--out", "out_dir", default=None, type=click.Path(), help="Run directory (default runs/<time>)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out (which must exist); a rerun into the "
                      "same directory resumes too. Refused when the model, settings or prompts changed."),
+        click.option("--report", default=None, type=click.Path(),
+                     help="Also write the HTML report (as `llava-eval report`) to this file after scoring."),
+        click.option("--leaderboard", default=None, type=click.Path(),
+                     help="Also write the leaderboard CSV: this run's row and the paper's rows (as `llava-eval "
+                          "leaderboard --with-paper`)."),
         click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."),
         click.option("--engine", type=click.Choice(ENGINES), default="fast", show_default=True,
                      help="fast: one vision pass and prefix prefill per image, batched decode; reference: the "

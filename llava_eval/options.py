@@ -71,7 +71,8 @@ class JudgeOptions:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """One `run`: which tasks on which rows into which directory, with which model, and how to judge."""
+    """One `run`: which tasks on which rows into which directory, with which model, how to judge, and what it
+    writes beside the run directory."""
 
     tasks: tuple[str, ...]  # task names, in the order they run
     out: Path  # the run directory
@@ -81,6 +82,9 @@ class RunOptions:
     batch_size: int = 8  # requests per model call
     resume: bool = False  # --resume: the run directory must exist
     progress: bool | None = None  # progress bars; None: on a terminal only
+    suite: str | None = None  # the suite --suite named (its note is printed under the table)
+    report: Path | None = None  # --report: the HTML report written once every task is scored
+    leaderboard: Path | None = None  # --leaderboard: the CSV of this run's row and the paper's rows, written then too
     model: ModelOptions = field(default_factory=ModelOptions)
     judge: JudgeOptions = field(default_factory=JudgeOptions)
 

@@ -1,9 +1,10 @@
 """`llava-eval report RUN_DIR`: one static HTML file (no server, no external assets) with the summary table
 (metric and bootstrap interval exactly as `llava-eval run` prints them, the paper's LLaVA-1.5 numbers and the
 differences, the judge of a judged number: a dagger marks a judge other than the protocol's, shown with its
-calibration offset) and, per task, the samples with image thumbnail, prompt, raw output, parsed answer, gold,
-score and judge rationale, each in one state (failed, partial credit, passed, not judged, not scored here),
-failures first and filterable to failures (open the file with `#failures` to start filtered).
+calibration offset; the chance level; how many answers were empty or degenerate) and, per task, the samples
+with image thumbnail, prompt, raw output, parsed answer, gold, score and judge rationale, each in one state
+(failed, partial credit, passed, not judged, not scored here), failures first and filterable to failures
+(open the file with `#failures` to start filtered).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ def _summary(results: dict) -> list[dict]:
         # compared with the paper only where the table shows a number (not "n/a (server/judge)", "nan", ...)
         value = value if isinstance(value, int | float) and shown == f"{value:.2f}" else None
         column = _column_of(name)
+        chance = m.get("chance") or {}
         row = {"task": name, "metric": entry["primary_metric"], "value": " ".join(filter(None, (shown, judged))),
                "n": m.get("n_docs", ""), "errors": m.get("n_errors", 0), "ci": interval, "column": column or "",
                "judge": judge_note(name, m) or "",
+               "chance": _fmt(chance.get("value")), "chance_by": chance.get("answerer", ""),
+               "trouble": f"{m['n_empty']} / {m['n_degenerate']}" if "n_empty" in m else "",
                "mark": judge_note(name, m) is not None and not protocol_judge(name, m)}
         for size, key in (("7", "LLaVA-1.5-7B"), ("13", "LLaVA-1.5-13B")):
             ref = paper[key].get(column) if column else None

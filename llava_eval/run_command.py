@@ -1,12 +1,14 @@
 """`llava-eval run`: the command line becomes one RunOptions, bad input is refused in the order a user meets it
-(task names, judge endpoint and key, run directory, data, a directory in use) before the model loads, then
-the runner answers and scores, and the judged tasks are judged when a judge is configured.
+(task names, judge endpoint and key, run directory, report and leaderboard files, data, a directory in use)
+before the model loads, then the runner answers and scores, the judged tasks are judged when a judge is
+configured, and the report and leaderboard asked for are written.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -35,7 +37,9 @@ def run_command(params: dict, load) -> None:
         f"{options.data}; run directory {options.out}" + (f"; {shard.world} processes" if shard.world > 1 else ""))
     results = _answer_and_score(answerer, options, shard, docs, say)
     if shard.main:
+        _notes(options, results)
         _judge(options)
+        _write_outputs(options)
         _exit_if_unanswered(results, options)
 
 
@@ -45,9 +49,11 @@ def run_options(params: dict, shard: Shard) -> RunOptions:
     from tasks.registry import resolve
 
     model, judge = take(ModelOptions, params), take(JudgeOptions, params)
-    tasks = tuple(resolve(params.pop("task_list"), params.pop("suite")))
+    tasks = tuple(resolve(params.pop("task_list"), params["suite"]))
     judge_config(judge, tasks)  # a bad endpoint or a missing key stops here, before the model loads
     out = _run_dir(params.pop("out_dir"), params["resume"], shard)
+    for name in ("report", "leaderboard"):
+        params[name] = _output_file(params[name], f"--{name}")
     return RunOptions(tasks=tasks, out=out, model=model, judge=judge, **params)
 
 
@@ -74,6 +80,19 @@ def _run_dir(out_dir: str | None, resume: bool, shard: Shard):
     return check_output(out_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}", "--out", folder=True)
 
 
+def _output_file(path: str | None, option: str) -> Path | None:
+    """A file the run writes once it has scored: refused now if it cannot be written; its folder may be missing
+    (it is created then, as --out is, so the file can go inside the run directory)."""
+    from .errors import check_output
+
+    if path is None:
+        return None
+    if Path(path).is_dir():
+        raise UserError(f"{option} {path}: is a folder; name a file to write")
+    check_output(Path(path).parent, option, folder=True)
+    return Path(path)
+
+
 def _answer_and_score(answerer, options: RunOptions, shard: Shard, docs: dict, say) -> dict:
     from .errors import DISK_FULL, disk_full_in_run
     from .runner import evaluate
@@ -88,6 +107,35 @@ def _answer_and_score(answerer, options: RunOptions, shard: Shard, docs: dict, s
         if exc.errno not in DISK_FULL:
             raise
         raise disk_full_in_run(exc, options.out) from None
+
+
+def _notes(options: RunOptions, results: dict) -> None:
+    """The lines under the table: what the empty and degenerate counts mean when a task has some, and the suite's
+    note (which benchmarks it leaves to a server or a judge)."""
+    from tasks.registry import SUITE_NOTES
+
+    from .summary import ANSWER_NOTE
+
+    counted = (results.get(name, {}).get("metrics", {}) for name in options.tasks)
+    if any(m.get("n_empty") or m.get("n_degenerate") for m in counted):
+        click.echo(ANSWER_NOTE)
+    if options.suite in SUITE_NOTES:
+        click.echo(f"note: {SUITE_NOTES[options.suite]}")
+
+
+def _write_outputs(options: RunOptions) -> None:
+    """The HTML report and the leaderboard CSV (this run's row, then the paper's) the command line asked for."""
+    if options.report:
+        from .report import write_report
+
+        options.report.parent.mkdir(parents=True, exist_ok=True)
+        click.echo(f"report: {write_report(options.out, options.report)}")
+    if options.leaderboard:
+        from .leaderboard import table
+
+        options.leaderboard.parent.mkdir(parents=True, exist_ok=True)
+        table([options.out], with_paper=True).to_csv(options.leaderboard, index=False)
+        click.echo(f"leaderboard: {options.leaderboard} (this run and the paper's rows)")
 
 
 def _judge(options: RunOptions) -> None:

@@ -224,7 +224,7 @@ def score_task(task: Task, rows: list[dict], run: RunDir, allow_missing: float =
     image failed) gets no metric: scoring empty answers would print a number that measures nothing. Nor does a
     task whose unanswered docs (a served model's failed requests) exceed the `allow_missing` share; within it,
     they are left out."""
-    from .scoring import score_answered
+    from .scoring import answer_counts, score_answered
     from .stats import bootstrap_ci
 
     texts, errors = run.answers(task.name)
@@ -238,11 +238,15 @@ def score_task(task: Task, rows: list[dict], run: RunDir, allow_missing: float =
                 "n_missing": sum(d not in texts for d in ids), **_error_fields(errors),
                 **_unanswered_fields(unanswered)}
     metrics, rows, items = score_answered(task, rows, texts, unanswered)
-    metrics.update(_error_fields(errors), **_unanswered_fields(unanswered))
+    metrics.update(_error_fields(errors), **_unanswered_fields(unanswered),
+                   **answer_counts(texts[d] for d in ids if d in texts and d not in unanswered))
     value = metrics.get(task.primary_metric)
     ci = bootstrap_ci(task, rows, items, point=value if isinstance(value, int | float) else None)
     if ci is not None:
         metrics["ci95"] = ci
+    chance = task.chance(rows) if task.scores_locally(rows) and not task.needs_judge else None
+    if chance is not None:
+        metrics["chance"] = chance  # the primary metric of a trivial answerer on the same rows
     run.write_items(task.name, task, rows, items)
     return metrics
 

@@ -1,6 +1,7 @@
 """Reading answer files for `llava-eval score`: the original LLaVA answer-file format (one JSON object
-per line with `question_id` and `text`), checked against the task's doc ids; and scoring a run's answers
-when some docs were left unanswered (`score_answered`).
+per line with `question_id` and `text`), checked against the task's doc ids; scoring a run's answers
+when some docs were left unanswered (`score_answered`); and counting the empty and runaway answers a task
+got (`answer_counts`).
 
 Reference: haotian-liu/LLaVA `llava/eval/model_vqa_loader.py` (answer lines `question_id, prompt, text,
 answer_id, model_id, metadata`).
@@ -8,9 +9,16 @@ answer_id, model_id, metadata`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tasks.base import Task, TaskError, iter_jsonl
+
+# A runaway answer, which a greedy decoder that never meets EOS writes up to the token cap: one stretch of 1-40
+# characters 4 or more times back to back, over 16 characters or more ("TriangleOOOOOOOOOOOOOOOO", "Triangle
+# Triangle Triangle Triangle "). Short answers of the benchmarks never look like this.
+REPEATED = re.compile(r"(.{1,40}?)\1{3,}", re.DOTALL)
+RUNAWAY_CHARS = 16
 
 
 def read_answer_file(path: Path, task: Task, docs) -> dict:
@@ -57,3 +65,16 @@ def score_answered(task: Task, docs: list[dict], texts: dict, unanswered: dict) 
     metrics.update(n_docs=len(docs) + len(unanswered), n_scored=len(docs),
                    n_missing=sum(it.prediction is None for it in items))
     return metrics, docs, items
+
+
+def answer_counts(texts) -> dict:
+    """How many of the answers `texts` are empty (nothing but white space; scored as the original scripts score
+    an empty answer, e.g. "yes" on POPE) and how many are degenerate (a runaway repetition, `is_degenerate`)."""
+    texts = list(texts)
+    return {"n_empty": sum(not text.strip() for text in texts),
+            "n_degenerate": sum(is_degenerate(text) for text in texts)}
+
+
+def is_degenerate(text: str) -> bool:
+    """Whether the answer holds a runaway repetition (REPEATED over RUNAWAY_CHARS characters or more)."""
+    return any(len(m.group(0)) >= RUNAWAY_CHARS for m in REPEATED.finditer(text))

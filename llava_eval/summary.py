@@ -1,6 +1,7 @@
 """The tables the commands print: one line per task for `run` and `rescore` (the primary metric with its
-interval, n, and what is missing: image errors, unanswered docs, a judge's verdict), and the two-run table of
-`compare`. The report's summary shows each task's metric through the same `score_parts`.
+interval and the chance level beside it, n, what is missing: image errors, unanswered docs, a judge's verdict,
+and how many answers were empty or degenerate), and the two-run table of `compare`. The report's summary shows
+each task's metric through the same `score_parts`.
 """
 
 from __future__ import annotations
@@ -8,6 +9,12 @@ from __future__ import annotations
 import math
 
 from .rundir import INCOMPLETE, NO_SCOREABLE_ROWS
+
+FLAGS = (("n_missing", "missing"), ("n_errors", "image errors"), ("n_unanswered", "unanswered"),
+         ("n_empty", "empty"), ("n_degenerate", "degenerate"))
+# Under a table where some task counted empty or degenerate answers: what the counts mean.
+ANSWER_NOTE = ("note: empty = an answer with no text, scored as the original scripts score it (on POPE it parses as "
+               "\"yes\"); degenerate = a runaway repetition (a stretch 4+ times back to back, 16+ characters)")
 
 
 def counted(n: int, noun: str) -> str:
@@ -17,9 +24,11 @@ def counted(n: int, noun: str) -> str:
 
 def format_row(entry: dict) -> str:
     m = entry["metrics"]
-    flags = [] if m.get("status") in (NO_SCOREABLE_ROWS, INCOMPLETE) else [f"{m[key]} {label}" for key, label in (
-        ("n_missing", "missing"), ("n_errors", "image errors"), ("n_unanswered", "unanswered")) if m.get(key)]
-    return (f"{entry['task']:18} {entry['primary_metric']:14} {_shown(entry):>34}  n={m.get('n_docs', 0)}"
+    flags = [] if m.get("status") in (NO_SCOREABLE_ROWS, INCOMPLETE) else [
+        f"{m[key]} {label}" for key, label in FLAGS if m.get(key)]
+    chance = m.get("chance")
+    beside = f"chance {chance['value']:7.2f}" if chance else ""
+    return (f"{entry['task']:18} {entry['primary_metric']:14} {_shown(entry):>34}  {beside:14}  n={m.get('n_docs', 0)}"
             + (f"  ({', '.join(flags)})" if flags else ""))
 
 

@@ -1,7 +1,8 @@
 """What every benchmark module provides: its data contract (hub source, row schema, doc-id rule), the
 request for a row (prompt bytes, images, token cap, preprocessing), answer parsing, per-item scores,
-aggregation, synthetic rows and, where a server scores the split, a submission file; and the readers of
-the original LLaVA eval files (JSON, JSON lines), which refuse a bad file with one error naming file and line.
+aggregation, the chance level (a trivial answerer's score), synthetic rows and, where a server scores the
+split, a submission file; and the readers of the original LLaVA eval files (JSON, JSON lines), which refuse
+a bad file with one error naming file and line.
 
 Tasks build requests and score text; they never import torch or the model.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +154,52 @@ class Task:
         metrics = self.aggregate(docs, items)
         metrics.update(n_docs=len(docs), n_missing=sum(it.prediction is None for it in items))
         return metrics, items
+
+    # ---- chance ---------------------------------------------------------------------------------------
+    def chance(self, docs: list[dict]) -> dict | None:
+        """The primary metric a trivial answerer gets on these rows, as {"value", "answerer"}: the level a
+        score must clear to show that the model learned anything. None: the task declares no trivial answerer."""
+        return None
+
+    def constant_chance(self, docs: list[dict], answers) -> dict | None:
+        """The best primary metric among constant answerers, each giving one of `answers` to every row, scored
+        by this task's own parser, scorer and aggregate; None when no answer gets a number (rows without gold)."""
+        best = None
+        for answer in answers:
+            metrics, _ = self.score(docs, {self.doc_id(doc, i): answer for i, doc in enumerate(docs)})
+            value = metrics.get(self.primary_metric)
+            if isinstance(value, int | float) and not math.isnan(value) and (best is None or value > best["value"]):
+                best = {"value": value, "answerer": f'always "{answer}"'}
+        return best
+
+    def majority_chance(self, docs: list[dict]) -> dict | None:
+        """The constant answerer that gives the most common gold answer of these rows (the "prior" baseline of
+        VQA-style benchmarks)."""
+        golds = Counter(self.gold_text(doc) for doc in docs)
+        if not golds:
+            return None
+        found = self.constant_chance(docs, [golds.most_common(1)[0][0]])
+        if found is None:
+            return None
+        return found | {"answerer": found["answerer"] + " (the most common answer)"}
+
+    def random_choice_items(self, docs: list[dict], choices) -> list[Item]:
+        """Items whose score is the expected score of naming one of `choices(doc)` uniformly at random, each
+        choice parsed and scored by this task (None where the row has no gold)."""
+        items = []
+        for index, doc in enumerate(docs):
+            scores = [self.score_item(self.parse(choice, doc), doc) for choice in choices(doc)]
+            known = bool(scores) and None not in scores
+            items.append(Item(self.doc_id(doc, index), None, None, sum(scores) / len(scores) if known else None))
+        return items
+
+    def random_choice_chance(self, docs: list[dict], choices) -> dict | None:
+        """The expected primary metric of an answerer that names one of the row's options uniformly at random:
+        the expected item scores aggregated as the task aggregates, exact where the metric averages item scores."""
+        value = self.aggregate(docs, self.random_choice_items(docs, choices)).get(self.primary_metric)
+        if not isinstance(value, int | float) or math.isnan(value):
+            return None
+        return {"value": value, "answerer": "a uniformly random option letter (expected score)"}
 
     # ---- data ---------------------------------------------------------------------------------------
     def synthetic_docs(self, n: int, seed: int = 0) -> list[dict]:

@@ -88,6 +88,9 @@ class GQA(Task):
     def gold_text(self, doc: dict) -> str:
         return doc["answer"].capitalize()
 
+    def chance(self, docs: list[dict]) -> dict | None:
+        return self.majority_chance(docs)
+
     def aggregate(self, docs: list[dict], items: list[Item]) -> dict:
         """Reference: GQA eval.py: accuracy; "open" = structural type `query`, "binary" = every other type;
         accuracy per structural and per semantic type."""

@@ -139,6 +139,18 @@ class MMBench(Task):
     def gold_text(self, doc: dict) -> str:
         return str(doc["answer"]).strip()
 
+    def chance(self, docs: list[dict]) -> dict | None:
+        """The expected CircularEval accuracy of a uniformly random option letter: its copies of a question are
+        independent draws, so a question counts with the product of the copies' chances of being right."""
+        groups: dict[tuple, list[float]] = defaultdict(list)
+        for doc, item in zip(docs, self.random_choice_items(docs, lambda doc: list(options_of(doc))), strict=True):
+            if item.score is not None:
+                groups[group_key(doc)].append(item.score)
+        if not groups:
+            return None
+        return {"value": 100.0 * sum(math.prod(group) for group in groups.values()) / len(groups),
+                "answerer": "a uniformly random option letter (expected score)"}
+
     bootstrap_unit_name = "question (all circular copies)"
 
     def bootstrap_unit(self, doc: dict, index: int):

@@ -86,6 +86,22 @@ class MME(Task):
     def gold_text(self, doc: dict) -> str:
         return doc["answer"].strip().capitalize()
 
+    def chance(self, docs: list[dict]) -> dict | None:
+        """The better of two trivial answerers: a constant answer (on MME's one-yes-one-no pairs acc 50 and acc+ 0
+        per subtask: 500 over the ten perception subtasks) and a fair coin per question (acc 50 and, both questions
+        of an image right a quarter of the time, acc+ 25 in expectation: 750)."""
+        constant = self.constant_chance(docs, ("Yes", "No"))
+        pairs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for doc, item in zip(docs, self.random_choice_items(docs, lambda doc: ("Yes", "No")), strict=True):
+            pairs[doc["category"]][pair_key(doc)].append(item.score)
+        expected = {}  # subtask -> the coin's expected acc + acc+ (calculation.py's score)
+        for name, groups in pairs.items():
+            scores = [s for group in groups.values() for s in group]
+            expected[name] = 100 * sum(scores) / len(scores) + 100 * sum(map(math.prod, groups.values())) / len(groups)
+        present = [expected[name] for name in PERCEPTION if name in expected]
+        coin = {"value": sum(present), "answerer": 'a fair coin, "Yes" or "No" (expected score)'} if present else None
+        return max((c for c in (constant, coin) if c is not None), key=lambda c: c["value"], default=None)
+
     bootstrap_unit_name = "image (question pair)"
 
     def bootstrap_unit(self, doc: dict, index: int):

@@ -74,6 +74,10 @@ class Pope(Task):
     def gold_text(self, doc: dict) -> str:
         return doc["answer"].capitalize()
 
+    def chance(self, docs: list[dict]) -> dict | None:
+        # A yes/no benchmark: the better of the two constant answers (always "Yes": F1 66.7 on balanced rows).
+        return self.constant_chance(docs, ("Yes", "No"))
+
     def bootstrap_stratum(self, doc: dict):
         return doc["category"]
 

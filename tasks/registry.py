@@ -26,6 +26,16 @@ SUITES: dict[str, tuple[str, ...]] = {
 }
 
 
+# What a run of the suite should tell its reader under the table: how its rows relate to the paper's twelve.
+SUITE_NOTES: dict[str, str] = {
+    "llava-1.5": "rows marked n/a are scored by a server (`llava-eval submit`) or a GPT judge (`llava-eval judge`); "
+                 "--suite llava-1.5-local scores every benchmark that can be scored here",
+    "llava-1.5-local": "not in this suite: llava_bench (LLaVA-Bench) and mmvet (MM-Vet), which need a GPT judge "
+                       "(`--tasks llava_bench,mmvet` with `--judge-config FILE`, or `llava-eval judge RUN_DIR` later); "
+                       "VQAv2 and VizWiz are scored on their val splits (test-dev and test: `llava-eval submit`)",
+}
+
+
 class UnknownTaskError(TaskError):
     pass
 

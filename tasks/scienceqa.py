@@ -93,6 +93,9 @@ class ScienceQAImg(Task):
     def gold_text(self, doc: dict) -> str:
         return OPTIONS[doc["answer"]]
 
+    def chance(self, docs: list[dict]) -> dict | None:
+        return self.random_choice_chance(docs, lambda doc: letters(len(doc["choices"])))
+
     def aggregate(self, docs: list[dict], items: list[Item]) -> dict:
         # Reference: eval_science_qa.py IMG-Accuracy = correct / problems whose prompt has <image>.
         scores = [it.score for it in items]

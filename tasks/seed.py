@@ -88,6 +88,9 @@ class SeedBench(Task):
     def gold_text(self, doc: dict) -> str:
         return doc["answer"]
 
+    def chance(self, docs: list[dict]) -> dict | None:
+        return self.random_choice_chance([d for d in docs if self.keep(d)], lambda doc: LETTERS)
+
     def score(self, docs: list[dict], predictions: dict) -> tuple[dict, list[Item]]:
         return super().score([d for d in docs if self.keep(d)], predictions)
 

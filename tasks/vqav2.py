@@ -78,6 +78,9 @@ class VQAAccuracyTask(Task):
     def score_item(self, parsed: str, doc: dict) -> float | None:
         return vqa_score(parsed, doc)
 
+    def chance(self, docs: list[dict]) -> dict | None:
+        return self.majority_chance(docs)
+
 
 def accuracy_by(docs: list[dict], items: list[Item], column: str) -> dict[str, float]:
     """Mean item score x 100 per value of `column` (rows without a score or a value are left out)."""
