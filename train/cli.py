@@ -86,14 +86,17 @@ def main(recipe, out_dir, stage, init_from, max_steps, deepspeed, data_fraction,
                 item = dataclasses.replace(item, **changes)
             except TypeError as exc:
                 raise UserError(f"--set: {exc}") from None
-            if item.stage == 2 and previous is None and any(s.stage == 1 for s in stages):
+            if item.continues:  # a curriculum pass: the previous entry's whole model is where it starts
+                item = dataclasses.replace(item, model_init=str(previous))
+            elif item.stage == 2 and previous is None and any(s.stage == 1 for s in stages):
                 candidate = Path(out_dir) / "stage1" / "final"
                 previous = candidate if candidate.is_dir() else None
-            result = run_stage(item, Path(out_dir) / f"stage{item.stage}",
-                               init_from=previous if item.stage == 2 else None, max_steps=max_steps,
+            result = run_stage(item, Path(out_dir) / item.folder,
+                               init_from=previous if item.stage == 2 and not item.continues else None,
+                               max_steps=max_steps,
                                deepspeed=_deepspeed_config(deepspeed, item.deepspeed), skip_invalid=skip_invalid,
                                allow_mismatch=allow_mismatch, resume=not no_resume)
-            click.echo(f"stage {item.stage} done: {result}")
+            click.echo(f"{item.folder} done: {result}")
             previous = result
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -67,6 +67,9 @@ class StageRecipe:
     logging_steps: int = 10  # log loss and learning rate every this many optimizer steps
     pad_to_multiple_of: int = 1  # pad batch length up to a multiple of this (1 = longest, as the original)
     seed: int = 42  # seed of the Trainer, the data subset and the sampler
+    continues: bool = False  # a further stage-2 pass (a curriculum) from the previous entry's final model, which
+    # replaces model_init; it needs its own `name`
+    name: str | None = None  # output folder of the stage (default "stage1" / "stage2")
 
     def __post_init__(self):
         _check_choice("stage", self.stage, (1, 2))
@@ -88,6 +91,15 @@ class StageRecipe:
             raise RecipeError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lora is not None and self.stage != 2:
             raise RecipeError("lora is for stage 2 (stage 1 trains the projector only)")
+        if self.continues and (self.stage != 2 or not self.name):
+            raise RecipeError("continues is for a further stage-2 entry, which needs its own name")
+        if self.name is not None and not self.name.replace("-", "").replace("_", "").isalnum():
+            raise RecipeError(f"name must be a folder name of letters, digits, - and _; got {self.name!r}")
+
+    @property
+    def folder(self) -> str:
+        """The stage's output folder under the run's --out."""
+        return self.name or f"stage{self.stage}"
 
     @property
     def world_size(self) -> int:
@@ -137,9 +149,13 @@ def read_recipe(name_or_path: str | Path) -> Recipe:
     if unknown:
         raise RecipeError(f"recipe {path}: unknown keys {', '.join(sorted(unknown))}")
     stages = tuple(_stage(s, f"recipe {path}, stage entry {i}") for i, s in enumerate(data["stages"]))
-    numbers = [s.stage for s in stages]
-    if numbers != sorted(set(numbers)):
-        raise RecipeError(f"recipe {path}: stages must be listed once each in order, got {numbers}")
+    numbers = [s.stage for s in stages if not s.continues]
+    if numbers != sorted(set(numbers)) or stages[0].continues:
+        raise RecipeError(f"recipe {path}: stages must be listed once each in order (a `continues` entry after "
+                          f"the stage it continues), got {[s.stage for s in stages]}")
+    folders = [s.folder for s in stages]
+    if len(set(folders)) != len(folders):
+        raise RecipeError(f"recipe {path}: two stages write to the same folder: {folders}")
     return Recipe(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                   stages=stages)
 
