@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ("eval_throughput.py", ["--questions", "6", "--batch-size", "2", "--threads", "1"], "identical"),
     ("train_throughput.py", ["--samples", "16", "--batch-size", "8", "--steps", "1"], "padding fraction"),
     ("served_throughput.py", ["--service-ms", "20", "--windows", "2", "--seconds", "0.3"], "runner loop"),
+    ("yes_no_probe.py", ["tiny-shapes", "--rows", "6"], "AUC"),
+    ("lookup_learnability.py", ["--steps", "2", "--tokens", "4"], "accuracy"),
 ])
 def test_benchmark_script_runs(script, args, expected):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
