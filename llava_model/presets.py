@@ -54,6 +54,9 @@ PRESETS: dict[str, Preset] = {
                TINY_VISION),
         Preset("tiny-112", "tiny LLaVA at 112 px (64 image tokens): the base of the shipped tiny-shapes checkpoint, "
                "small enough to train on a laptop CPU in minutes", TINY_TEXT, dict(TINY_VISION, image_size=112)),
+        Preset("tiny-112-p28", "tiny LLaVA at 112 px with 28 px patches (16 image tokens), for training "
+               "experiments: fewer image tokens make the question-to-image lookup easier to learn on a CPU "
+               "(docs/benchmarks.md)", TINY_TEXT, dict(TINY_VISION, image_size=112, patch_size=28)),
     )
 }
 
