@@ -12,6 +12,7 @@ import torch
 
 from llava_model.checkpoint import load_bundle
 from llava_model.generation import batch_features, encode
+from llava_model.model import embed_inputs
 from tasks.registry import get_task
 
 
@@ -23,9 +24,7 @@ def margins(bundle, task, n: int) -> tuple[list[float], list[bool]]:
         request = task.request(doc, i, tuple(v["bytes"] for v in task.image_values(doc)))
         ids, pixels = encode(bundle, request)
         with torch.inference_mode():
-            embeds = bundle.model.get_input_embeddings()(torch.tensor([ids]))
-            mask = torch.tensor([ids]) == bundle.image_token_id
-            embeds[mask] = batch_features(bundle, [pixels]).reshape(-1, embeds.shape[-1]).to(embeds.dtype)
+            embeds = embed_inputs(bundle.model, torch.tensor([ids]), features=batch_features(bundle, [pixels]))
             logits = bundle.model(inputs_embeds=embeds).logits[0, -1]
         out.append(float(logits[yes] - logits[no]))
         gold.append(str(doc["answer"]).lower().startswith("y"))
