@@ -55,7 +55,7 @@ def _parse_overrides(items) -> dict:
 @click.option("--skip-invalid", is_flag=True, help="Drop invalid samples (reported) instead of refusing to start.")
 @click.option("--allow-mismatch", is_flag=True,
               help="Mask samples whose label masking does not add up (the original's silent behaviour).")
-@click.option("--no-resume", is_flag=True, help="Start afresh even if the output folder holds checkpoints.")
+@click.option("--no-resume", is_flag=True, help="Start every stage afresh, even if its folder holds checkpoints or a finished result.")
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="Override a recipe field for every stage run (JSON value or plain string), "
                    "e.g. --set per_device_batch_size=4 --set data_path=synthetic:stage2:500.")

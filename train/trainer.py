@@ -4,7 +4,8 @@ One `run_stage(recipe, out_dir)` serves both stages: the model has the recipe's 
 are rendered with the recipe's template (`plain` in stage 1, `vicuna_v1` in stage 2 of the paper), which
 the result records. Stage 1 (projector only) writes the trainable components alone; stage 2 (projector
 + LLM, optional LoRA) loads them and writes a checkpoint directory that `llava-eval run --model DIR`
-loads. Interrupted runs resume from the last Trainer checkpoint in the output directory.
+loads. Interrupted runs resume from the last Trainer checkpoint in the output directory, and a finished
+stage is reused when rerun with the same recipe (`train/resume.py`).
 Reference: haotian-liu/LLaVA `llava/train/train.py`, `llava/train/llava_trainer.py`, `scripts/v1_5/*.sh`.
 """
 
@@ -27,6 +28,7 @@ from llava_model.model import apply_projector_type, build_llava, embed_inputs, i
 from llava_model.preprocess import load_image
 from llava_types import UserError
 
+from . import resume as resume_state
 from .lora import apply_lora
 from .masking import IGNORE_INDEX, encode_plain, encode_v1
 
@@ -327,6 +329,13 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
     from .freeze import freeze_for_stage
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    record = resume_state.run_record(recipe, init_from, max_steps)
+    if resume:
+        done = resume_state.finished_result(out_dir, record)
+        if done is not None:
+            log.info("%s: this stage already finished with the same recipe; reusing %s", out_dir.name, done)
+            return done
+        resume_state.check_checkpoints_match(out_dir, recipe)
     (out_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
     random.seed(recipe.seed)
     bundle = init_bundle(recipe)
@@ -355,14 +364,15 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
     collator = Collator(bundle.tokenizer.pad_token_id or 0, recipe.max_length, recipe.pad_to_multiple_of,
                         bundle.vision)
     trainer = make_trainer(module, args, dataset, collator, recipe, modality_lengths(samples))
-    checkpoints = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    checkpoints = resume_state.checkpoints(out_dir)
     resumed_from = checkpoints[-1].name if resume and checkpoints else None
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resumed_from else None)
+    result = save_result(trainer, bundle, model, recipe, out_dir)
     if trainer.is_world_process_zero():
-        (out_dir / "train_summary.json").write_text(json.dumps({
-            "global_step": trainer.state.global_step, "resumed_from": resumed_from, "samples": len(samples),
-            "mismatches": len(mismatches), "log_history": trainer.state.log_history}, indent=2) + "\n")
-    return save_result(trainer, bundle, model, recipe, out_dir)
+        resume_state.write_summary(out_dir, record, global_step=trainer.state.global_step,
+                                   resumed_from=resumed_from, samples=len(samples), mismatches=len(mismatches),
+                                   log_history=trainer.state.log_history)
+    return result
 
 
 def save_result(trainer, bundle: LlavaBundle, model, recipe, out_dir: Path) -> Path:

@@ -54,3 +54,8 @@ def test_llava_train_runs_the_continuation_from_the_previous_result(tmp_path):
     # It started from stage 2's weights (one small step away), not from the preset's random ones.
     moved = max(float((first[k] - second[k]).abs().max()) for k in first)
     assert 0 < moved < 0.05
+    # Rerun as after an interruption: both finished passes are reused, not retrained.
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/final/model.safetensors")}
+    again = CliRunner().invoke(train_main, [str(recipe), "--out", str(out), "--max-steps", "1"])
+    assert again.exit_code == 0, again.output
+    assert len(stamps) == 2 and stamps == {p: p.stat().st_mtime_ns for p in stamps}

@@ -106,3 +106,25 @@ def test_the_result_is_built_and_recorded_as_the_recipe_says(tmp_path):
     assert bundle.template.name == "llava_v1" and projector_keys(bundle.model.state_dict()) == LINEAR_KEYS
     with pytest.raises(UserError, match="lacks projector weights"):
         run_stage(small(2, data_path="synthetic:stage2:8"), tmp_path / "mlp", init_from=first, max_steps=1)
+
+
+def test_a_finished_stage_is_reused_when_rerun_with_the_same_recipe(stage1, tmp_path):
+    out = tmp_path / "again"
+    first = run_stage(small(2), out, init_from=stage1, max_steps=2)
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    assert run_stage(small(2), out, init_from=stage1, max_steps=2) == first
+    assert (first / "model.safetensors").stat().st_mtime_ns == stamp  # not retrained, not rewritten
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["run"]["max_steps"] == 2 and summary["global_step"] == 2
+
+
+def test_checkpoints_of_another_recipe_are_not_resumed(stage1, tmp_path):
+    from train.resume import ResumeError
+
+    out = tmp_path / "changed"
+    run_stage(small(2), out, init_from=stage1, max_steps=2)
+    with pytest.raises(ResumeError, match="different recipe.*learning_rate"):
+        run_stage(small(2, learning_rate=5e-4), out, init_from=stage1, max_steps=4)
+    summary = json.loads((out / "train_summary.json").read_text())
+    run_stage(small(2, learning_rate=5e-4), out, init_from=stage1, max_steps=2, resume=False)
+    assert json.loads((out / "train_summary.json").read_text())["run"] != summary["run"]
