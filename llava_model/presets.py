@@ -52,10 +52,10 @@ PRESETS: dict[str, Preset] = {
         Preset("llava-v1.5-7b-224", "paper ablation: CLIP-L/224 input (256 image tokens)", VICUNA_7B, CLIP_L_224),
         Preset("tiny", "tiny random LLaVA with the real geometry (336 px, 576 tokens) for tests", TINY_TEXT,
                TINY_VISION),
-        Preset("tiny-112", "tiny LLaVA at 112 px (64 image tokens): the base of the shipped tiny-shapes checkpoint, "
-               "small enough to train on a laptop CPU in minutes", TINY_TEXT, dict(TINY_VISION, image_size=112)),
-        Preset("tiny-112-p28", "tiny LLaVA at 112 px with 28 px patches (16 image tokens), for training "
-               "experiments: fewer image tokens make the question-to-image lookup easier to learn on a CPU "
+        Preset("tiny-112", "tiny LLaVA at 112 px (64 image tokens), small enough to train on a laptop CPU in "
+               "minutes", TINY_TEXT, dict(TINY_VISION, image_size=112)),
+        Preset("tiny-112-p28", "tiny LLaVA at 112 px with 28 px patches (16 image tokens): the base of the shipped "
+               "tiny-shapes checkpoint; fewer image tokens make the question-to-image lookup learnable on a CPU "
                "(docs/benchmarks.md)", TINY_TEXT, dict(TINY_VISION, image_size=112, patch_size=28)),
     )
 }

@@ -77,6 +77,7 @@ MIXES: dict[str, tuple[dict[str, float], int]] = {
     "default": (_TURN_WEIGHTS, 20_000_000),
     "existence": ({"yes_no": 12, "short": 1, "choice": 1, "ocr_token": 0.5, "vizwiz": 0.5, "detail": 0.5},
                   30_000_000),
+    "finish": ({"yes_no": 6, "short": 2, "choice": 4, "ocr_token": 1, "vizwiz": 1, "detail": 0.5}, 40_000_000),
 }
 _NO_TEXT_OCR_WEIGHT = 0.25
 _MAX_TURNS = 5

@@ -297,3 +297,19 @@ def test_the_existence_mix_is_mostly_balanced_yes_no_on_unseen_scenes():
     assert sum(a in ("Yes", "No") for a in default_answers) / len(default_answers) < 0.4
     with pytest.raises(ValueError, match="existence"):
         stage2_records(4, mix="nonsense")
+
+
+def test_the_finish_mix_sits_between_default_and_existence_on_its_own_scenes():
+    def shares(mix):
+        records = stage2_records(600, mix=mix)
+        answers = [t["value"] for r in records if "image" in r for t in r["conversations"][1::2]]
+        letters = sum(len(a) == 1 and a in "ABCDE" for a in answers) / len(answers)
+        seeds = {int(r["image"].removesuffix(".png")) for r in records if "image" in r}
+        return sum(a in ("Yes", "No") for a in answers) / len(answers), letters, seeds
+
+    yes_no, letters, seeds = shares("finish")
+    default_yes_no, default_letters, _ = shares("default")
+    existence_yes_no, _, _ = shares("existence")
+    assert default_yes_no + 0.1 < yes_no < existence_yes_no - 0.1  # keeps the existence answers in practice
+    assert letters > default_letters  # more option-letter turns than any other mix (MMBench, SEED, ScienceQA)
+    assert min(seeds) >= 40_000_000  # unseen by the default and existence passes of the tiny-shapes recipe

@@ -1,6 +1,7 @@
 """`llava-train` on the built-in synthetic data renders only the images its steps can use and is never silent
-before the first step: a `--max-steps 2` run of the tiny-shapes recipe (two stages, batch 16) renders at most
-2 x 16 images per stage, not the recipe's 42,000, and logs progress for generation, validation and encoding."""
+before the first step: a `--max-steps 2` run of the tiny-shapes recipe (batch 16) renders at most 2 x 16 images
+per stage (and curriculum pass), not the recipe's tens of thousands, and logs progress for generation,
+validation and encoding."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from click.testing import CliRunner
 from synthetic.world import Scene
 from train.cli import main
 from train.progress import Progress
+from train.recipes import load_recipe
 
-STEPS, BATCH, STAGES = 2, 16, 2
+STEPS, BATCH, STAGES = 2, 16, len(load_recipe("tiny-shapes"))
 
 
 def test_a_max_steps_run_renders_only_what_its_steps_use_and_logs_progress(tmp_path, monkeypatch, caplog):
