@@ -23,7 +23,7 @@ from synthetic.questions import (
     position_qa,
     shape_qa,
 )
-from synthetic.world import Scene, make_scene
+from synthetic.world import Scene, article, make_scene, text_noun
 
 IMAGE = "<image>"
 # Response-format prompts, byte-identical to the evaluation prompts (the tests compare them with tasks/*).
@@ -77,7 +77,8 @@ MIXES: dict[str, tuple[dict[str, float], int]] = {
     "default": (_TURN_WEIGHTS, 20_000_000),
     "existence": ({"yes_no": 12, "short": 1, "choice": 1, "ocr_token": 0.5, "vizwiz": 0.5, "detail": 0.5},
                   30_000_000),
-    "finish": ({"yes_no": 6, "short": 2, "choice": 4, "ocr_token": 1, "vizwiz": 1, "detail": 0.5}, 40_000_000),
+    "finish": ({"yes_no": 6, "short": 2, "choice": 4, "ocr_token": 1, "vizwiz": 1, "detail": 0.5, "open": 1},
+               40_000_000),
 }
 _NO_TEXT_OCR_WEIGHT = 0.25
 _MAX_TURNS = 5
@@ -229,6 +230,26 @@ def _detail_turn(scene: Scene, rng: random.Random) -> Turn:
     return "detail", rng.choice(DETAIL_INSTRUCTIONS), scene.caption()
 
 
+def _open_turn(scene: Scene, rng: random.Random) -> Turn:
+    # MM-Vet / LLaVA-Bench: a question with no answer-format line gets one short sentence, then the turn ends (EOS);
+    # without such turns the only unformatted image prompts were caption requests, and answers ran to the cap.
+    kinds = ("count", "color", "shape", "position") + (("ocr",) if scene.text is not None else ())
+    qa = _scene_qa(scene, rng, kinds)
+    return qa.question, qa.question, _sentence(qa)
+
+
+def _sentence(qa: QA) -> str:
+    if qa.kind == "count":
+        return f"There {'is' if qa.answer == '1' else 'are'} {qa.answer}."
+    if qa.kind == "position":
+        return "It is in the center." if qa.answer == "center" else f"It is on the {qa.answer}."
+    if qa.kind == "shape":
+        return f"The shape is {article(qa.answer)} {qa.answer}."
+    if qa.kind == "ocr":
+        return f"The {text_noun(qa.answer)} is {qa.answer}."
+    return f"The {qa.kind} is {qa.answer}."
+
+
 def _choice_turn(scene: Scene, rng: random.Random) -> Turn:
     """A multiple-choice question in one of the benchmark layouts; the answer is the bare letter."""
     style = rng.choices(("mmbench", "mmbench_cn", "seed", "scienceqa"), (3, 1, 2, 2))[0]
@@ -252,7 +273,7 @@ def _choice_turn(scene: Scene, rng: random.Random) -> Turn:
 
 _TURN_MAKERS: dict[str, Callable[[Scene, random.Random], Turn]] = {
     "yes_no": _yes_no_turn, "short": _short_turn, "choice": _choice_turn, "ocr_token": _ocr_token_turn,
-    "vizwiz": _vizwiz_turn, "detail": _detail_turn,
+    "vizwiz": _vizwiz_turn, "detail": _detail_turn, "open": _open_turn,
 }
 
 

@@ -313,3 +313,18 @@ def test_the_finish_mix_sits_between_default_and_existence_on_its_own_scenes():
     assert default_yes_no + 0.1 < yes_no < existence_yes_no - 0.1  # keeps the existence answers in practice
     assert letters > default_letters  # more option-letter turns than any other mix (MMBench, SEED, ScienceQA)
     assert min(seeds) >= 40_000_000  # unseen by the default and existence passes of the tiny-shapes recipe
+
+
+def test_open_questions_get_one_sentence_without_a_format_line():
+    records = stage2_records(300, mix="finish")
+    pairs = [(h["value"].removeprefix("<image>\n"), g["value"]) for r in records if "image" in r
+             for h, g in zip(r["conversations"][0::2], r["conversations"][1::2], strict=True)]
+    open_turns = [(q, a) for q, a in pairs if q.endswith("?") and not q.startswith("Is there")
+                  and conv.SHORT_ANSWER not in q and conv.OPTION_LETTER not in q and "\n" not in q]
+    assert len(open_turns) > 30
+    samples = dict(open_turns)
+    for question, answer in open_turns:
+        assert answer.endswith(".") and answer.count(".") == 1 and len(answer) < 40, (question, answer)
+    ocr = [(q, a) for q, a in samples.items() if "written in the image" in q]
+    assert ocr and all(a.startswith(("The word is ", "The number is ")) for _, a in ocr)
+    assert all("open" not in conv.MIXES[m][0] for m in ("default", "existence"))  # the recipe's earlier passes unchanged
