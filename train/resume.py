@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,6 +63,13 @@ def check_checkpoints_match(out_dir: Path, recipe) -> None:
     if changed:
         raise ResumeError(f"{out_dir} holds checkpoints of a different recipe (changed: {', '.join(changed)}); "
                           "pass --no-resume to start that stage afresh or choose another --out")
+
+
+def write_recipe(out_dir: Path, recipe) -> None:
+    """`recipe.json`, replaced atomically: under torchrun every rank writes it, and another rank may be reading."""
+    tmp = out_dir / f".recipe.json.{os.getpid()}"
+    tmp.write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+    os.replace(tmp, out_dir / "recipe.json")
 
 
 def write_summary(out_dir: Path, record: dict, **fields) -> None:

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import random
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -336,7 +335,7 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
             log.info("%s: this stage already finished with the same recipe; reusing %s", out_dir.name, done)
             return done
         resume_state.check_checkpoints_match(out_dir, recipe)
-    (out_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2) + "\n")
+    resume_state.write_recipe(out_dir, recipe)
     random.seed(recipe.seed)
     bundle = init_bundle(recipe)
     if init_from is not None:
@@ -372,14 +371,15 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
         resume_state.write_summary(out_dir, record, global_step=trainer.state.global_step,
                                    resumed_from=resumed_from, samples=len(samples), mismatches=len(mismatches),
                                    log_history=trainer.state.log_history)
+    trainer.accelerator.wait_for_everyone()  # a next pass on any rank reads `final/` only once it is written
     return result
 
 
 def save_result(trainer, bundle: LlavaBundle, model, recipe, out_dir: Path) -> Path:
     state = trainer.accelerator.get_state_dict(trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model)
-    if not trainer.is_world_process_zero():
-        return out_dir
     result = out_dir / "final"
+    if not trainer.is_world_process_zero():
+        return result
     result.mkdir(exist_ok=True)
     if recipe.stage == 1:
         from safetensors.torch import save_file
