@@ -159,6 +159,8 @@ def test_missing_vision_tower_is_reported(original, tmp_path):
 
 def test_hf_directory_round_trip(tiny_bundle, make_image, tmp_path):
     out = save_bundle(tiny_bundle, tmp_path / "tiny-hf")
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == tiny_bundle.tokenizer.eos_token_id and generation.get("do_sample") is not True
     again = load_bundle(str(out), device="cpu", dtype="float32")
     assert again.template == tiny_bundle.template and again.image_mode == tiny_bundle.image_mode
     image = make_image(200, 300, 6)
