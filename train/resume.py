@@ -65,8 +65,11 @@ def check_checkpoints_match(out_dir: Path, recipe) -> None:
                           "pass --no-resume to start that stage afresh or choose another --out")
 
 
-def write_recipe(out_dir: Path, recipe) -> None:
-    """`recipe.json`, replaced atomically: under torchrun every rank writes it, and another rank may be reading."""
+def mark_started(out_dir: Path, recipe) -> None:
+    """Before training: drop a finished run's summary (a crash from here on must not leave an older run's
+    summary vouching for a half-written `final/`) and write `recipe.json`, replaced atomically (under torchrun
+    every rank writes it, and another rank may be reading it)."""
+    (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     tmp = out_dir / f".recipe.json.{os.getpid()}"
     tmp.write_text(json.dumps(asdict(recipe), indent=2) + "\n")
     os.replace(tmp, out_dir / "recipe.json")

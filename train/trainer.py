@@ -335,7 +335,7 @@ def run_stage(recipe, out_dir: Path, *, init_from: Path | None = None, max_steps
             log.info("%s: this stage already finished with the same recipe; reusing %s", out_dir.name, done)
             return done
         resume_state.check_checkpoints_match(out_dir, recipe)
-    resume_state.write_recipe(out_dir, recipe)
+    resume_state.mark_started(out_dir, recipe)
     random.seed(recipe.seed)
     bundle = init_bundle(recipe)
     if init_from is not None:

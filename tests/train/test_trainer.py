@@ -128,3 +128,21 @@ def test_checkpoints_of_another_recipe_are_not_resumed(stage1, tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     run_stage(small(2, learning_rate=5e-4), out, init_from=stage1, max_steps=2, resume=False)
     assert json.loads((out / "train_summary.json").read_text())["run"] != summary["run"]
+
+
+def test_a_crash_while_saving_leaves_nothing_to_reuse(stage1, tmp_path, monkeypatch):
+    import train.trainer as trainer_module
+
+    out = tmp_path / "crash"
+    first = run_stage(small(2), out, init_from=stage1, max_steps=2)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer_module, "save_result", crash)
+    with pytest.raises(OSError):
+        run_stage(small(2), out, init_from=stage1, max_steps=4)  # a longer run, killed while writing final/
+    monkeypatch.undo()
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    run_stage(small(2), out, init_from=stage1, max_steps=2)  # the first run's summary must not vouch for final/
+    assert (first / "model.safetensors").stat().st_mtime_ns != stamp
