@@ -10,14 +10,12 @@ from the one the checkpoints were written under is refused instead of silently m
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
 
 from llava_types import UserError
 
-log = logging.getLogger("llava_train")
 SUMMARY_FILE = "train_summary.json"
 
 
@@ -25,10 +23,14 @@ class ResumeError(UserError):
     pass
 
 
+def _as_stored(recipe) -> dict:
+    """The recipe entry as JSON stores it (tuples become lists), so that it compares equal to a stored one."""
+    return json.loads(json.dumps(asdict(recipe)))
+
+
 def run_record(recipe, init_from: Path | None, max_steps: int | None) -> dict:
-    """What makes two trainings of a stage the same run (JSON-shaped, as stored in the summary)."""
-    return json.loads(json.dumps({"recipe": asdict(recipe), "init_from": str(init_from) if init_from else None,
-                                  "max_steps": max_steps}))
+    """What makes two trainings of a stage the same run (as stored in the summary)."""
+    return {"recipe": _as_stored(recipe), "init_from": str(init_from) if init_from else None, "max_steps": max_steps}
 
 
 def checkpoints(out_dir: Path) -> list[Path]:
@@ -57,8 +59,10 @@ def check_checkpoints_match(out_dir: Path, recipe) -> None:
     try:
         before = json.loads(stored.read_text())
     except json.JSONDecodeError:
-        raise ResumeError(f"{stored} is not valid JSON; pass --no-resume or choose another --out") from None
-    now = json.loads(json.dumps(asdict(recipe)))
+        before = None
+    if not isinstance(before, dict):
+        raise ResumeError(f"{stored} is not a recipe entry; pass --no-resume or choose another --out")
+    now = _as_stored(recipe)
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     if changed:
         raise ResumeError(f"{out_dir} holds checkpoints of a different recipe (changed: {', '.join(changed)}); "

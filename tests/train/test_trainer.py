@@ -146,3 +146,13 @@ def test_a_crash_while_saving_leaves_nothing_to_reuse(stage1, tmp_path, monkeypa
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     run_stage(small(2), out, init_from=stage1, max_steps=2)  # the first run's summary must not vouch for final/
     assert (first / "model.safetensors").stat().st_mtime_ns != stamp
+
+
+@pytest.mark.parametrize("stored", ["[1, 2]", "{not json", "null"])
+def test_an_unreadable_recipe_beside_checkpoints_is_a_clear_error(tmp_path, stored):
+    from train.resume import ResumeError, check_checkpoints_match
+
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "recipe.json").write_text(stored)
+    with pytest.raises(ResumeError, match="not a recipe entry; pass --no-resume"):
+        check_checkpoints_match(tmp_path, small(2))
