@@ -31,9 +31,12 @@ def margins(bundle, task, n: int) -> tuple[list[float], list[bool]]:
     return out, gold
 
 
-def auc(values: list[float], gold: list[bool]) -> float:
-    pos = [v for v, g in zip(values, gold, strict=True) if g]
-    neg = [v for v, g in zip(values, gold, strict=True) if not g]
+def by_answer(values: list[float], gold: list[bool]) -> tuple[list[float], list[float]]:
+    """The margins of the rows whose answer is yes, and of those whose answer is no."""
+    return [v for v, g in zip(values, gold, strict=True) if g], [v for v, g in zip(values, gold, strict=True) if not g]
+
+
+def auc(pos: list[float], neg: list[float]) -> float:
     return sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
 
 
@@ -49,9 +52,8 @@ def main() -> None:
         task = get_task(name)
         task = task() if isinstance(task, type) else task
         values, gold = margins(bundle, task, args.rows)
-        pos = [v for v, g in zip(values, gold, strict=True) if g]
-        neg = [v for v, g in zip(values, gold, strict=True) if not g]
-        print(f"{name:5} AUC {auc(values, gold):.3f}  says yes {sum(v > 0 for v in values) / len(values):.2f}  "
+        pos, neg = by_answer(values, gold)
+        print(f"{name:5} AUC {auc(pos, neg):.3f}  says yes {sum(v > 0 for v in values) / len(values):.2f}  "
               f"mean margin: yes rows {sum(pos) / len(pos):+.3f}, no rows {sum(neg) / len(neg):+.3f}  n={len(values)}")
 
 

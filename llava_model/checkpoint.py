@@ -382,15 +382,14 @@ def save_bundle(bundle: LlavaBundle, out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     bundle.model.config.llava_template = bundle.template.name
     bundle.model.config.image_aspect_ratio = bundle.image_mode
-    # The protocol's decoding and the tokenizer's stop token, so that transformers' own `generate` on the saved
-    # folder stops at EOS too (a loaded bundle carries an empty generation config: see `place`).
+    bundle.model.save_pretrained(str(out), safe_serialization=True)
+    # The protocol's decoding and the tokenizer's stop token replace the (empty, see `place`) generation config
+    # the model carries, so that transformers' own `generate` on the saved folder stops at EOS too.
     from transformers import GenerationConfig
 
     tok = bundle.tokenizer
-    bundle.model.generation_config = GenerationConfig(do_sample=False, num_beams=1, bos_token_id=tok.bos_token_id,
-                                                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    bundle.model.save_pretrained(str(out), safe_serialization=True)
-    bundle.model.generation_config = GenerationConfig()
+    GenerationConfig(do_sample=False, num_beams=1, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id).save_pretrained(str(out))
     bundle.tokenizer.save_pretrained(str(out))
     bundle.image_processor.save_pretrained(str(out))
     (out / BUNDLE_FILE).write_text(json.dumps({"template": bundle.template.name, "image_mode": bundle.image_mode,
